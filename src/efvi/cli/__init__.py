@@ -1,0 +1,1 @@
+"""Command-line front end: ``efvi <command>``; one module per command."""
