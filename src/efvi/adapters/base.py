@@ -1,0 +1,195 @@
+"""The adapter contract: what every adapter (``sim``, ``xdp``, ``packet``) implements.
+
+The core API (:mod:`efvi.vi` and friends) keeps ef_vi's software state — ring
+counters, request ids, fill levels, stats of misuse — and validates every argument.
+An adapter only moves descriptors, bytes and events. Its objects:
+
+* :class:`Adapter` — one per :class:`~efvi.driver.Driver`: an interface (or sim port),
+  its capabilities, its clock; creates PDs.
+* :class:`HwProtectionDomain` — a DMA address space: registers
+  :class:`~efvi.memory.MemoryRegion` objects, allocates VIs, installs filters.
+* :class:`HwVI` — one VI's queues: RX doorbell, TX doorbell, event harvest.
+
+Rules every implementation follows (the conformance suite in
+:mod:`efvi.testing.conformance` checks them):
+
+* ``rx_post``/``tx_post`` receive descriptors that the core already validated
+  (addresses inside registered memory, lengths in range, ids not ``0xffffffff``);
+  they never raise for per-packet conditions.
+* An RX descriptor produces exactly one RX, RX_DISCARD or RX_NO_DESC_TRUNC-covered
+  completion; frames arriving with no descriptor are dropped and counted
+  (``rx_nodesc_drops``), never queued without bound.
+* TX completes in submission order. A TX event's ``rq_id`` is the cumulative count
+  (mod 2**32) of TX descriptors completed, and one event covers at most
+  ``EF_VI_TRANSMIT_BATCH`` (64) packets.
+* Timestamps are int nanoseconds; ``clock_source`` names their clock.
+* ``close`` releases every kernel object and is idempotent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from efvi.filters import FilterSpec
+    from efvi.memory import MemoryRegion
+
+U64Array = npt.NDArray[np.uint64]
+U32Array = npt.NDArray[np.uint32]
+EventArray = npt.NDArray[np.void]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an adapter can do. Asking for a missing one raises UnsupportedError."""
+
+    adapter: str
+    steal: bool  # filters take frames away from the kernel
+    sniff: bool  # filters copy frames; the kernel keeps its copy
+    zero_copy: bool  # frames are DMA'd straight into registered memory
+    rx_timestamps: bool
+    tx_timestamps: bool
+    hw_timestamps: bool
+    pio: bool
+    vi_sets: bool
+    multi_region: bool  # a PD may register several memory regions
+    rx_queues: int  # hardware RX queues of the interface
+    filter_kinds: frozenset[str] = field(default_factory=frozenset)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "adapter": self.adapter, "steal": self.steal, "sniff": self.sniff,
+            "zero_copy": self.zero_copy, "rx_timestamps": self.rx_timestamps,
+            "tx_timestamps": self.tx_timestamps, "hw_timestamps": self.hw_timestamps,
+            "pio": self.pio, "vi_sets": self.vi_sets, "multi_region": self.multi_region,
+            "rx_queues": self.rx_queues, "filter_kinds": sorted(self.filter_kinds),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceInfo:
+    """Addresses of the interface (or sim port) an adapter drives."""
+
+    name: str
+    ifindex: int
+    mac: bytes
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    mtu: int = 1500
+    driver: str = ""
+
+
+class HwVI(ABC):
+    """One VI's queues on the adapter. Data-path methods must not raise."""
+
+    #: bytes the adapter may write per RX descriptor (prefix included)
+    rx_buffer_len: int = 2048
+    #: bytes of adapter metadata before the frame in the first RX buffer
+    rx_prefix_len: int = 0
+    #: clock of ``ts_ns`` in RX events (see :class:`efvi.events.ClockSource`)
+    clock_source: str = "sw"
+
+    @abstractmethod
+    def rx_post(self, addrs: U64Array, ids: U32Array) -> None:
+        """RX doorbell: hand ``len(addrs)`` buffers (DMA addresses) to the NIC, in order."""
+
+    @abstractmethod
+    def tx_post(self, addrs: U64Array, lens: U32Array, ids: U32Array) -> None:
+        """TX doorbell: descriptors in order; a packet ends at the first id != 0xffffffff."""
+
+    @abstractmethod
+    def harvest(self, out: EventArray, max_events: int) -> int:
+        """Write up to ``max_events`` events into ``out[0:n]``; return n. Never blocks."""
+
+    def wait(self, timeout_ns: int | None) -> None:
+        """Block until an event may be ready or ``timeout_ns`` passes (None = forever)."""
+        import time
+        time.sleep(min(timeout_ns or 1_000_000, 1_000_000) / 1e9)
+
+    def sw_event(self, data: int) -> bool:
+        """Queue a SW event carrying ``data`` (16 bits); False if the queue is full."""
+        return False
+
+    def stats(self) -> dict[str, int]:
+        """Drop and fault counters the adapter keeps (names ending in ``_drops`` etc.)."""
+        return {}
+
+    def set_rx_buffer_len(self, nbytes: int) -> None:
+        self.rx_buffer_len = nbytes
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the queues (idempotent). Posted buffers are returned to the caller."""
+
+
+class HwProtectionDomain(ABC):
+    """A DMA address space on the adapter."""
+
+    @abstractmethod
+    def register_memory(self, region: "MemoryRegion") -> int:
+        """Make ``region`` DMA-able; return its DMA base address (page aligned)."""
+
+    def unregister_memory(self, region: "MemoryRegion") -> None:
+        """Forget ``region`` (no VI may still have its buffers posted)."""
+
+    @abstractmethod
+    def alloc_vi(self, rxq: int, txq: int, evq: int, flags: int,
+                 queue: int | None) -> HwVI:
+        """Create a VI with rings of these (power of two) sizes."""
+
+    @abstractmethod
+    def filter_add(self, spec: "FilterSpec", targets: Sequence[HwVI]) -> object:
+        """Install ``spec``; with several targets, spread by symmetric flow hash (VI set).
+
+        Return a handle for :meth:`filter_del`. Raise FilterExistsError for an identical
+        unicast steal filter, UnsupportedError for a kind or mode the adapter lacks.
+        """
+
+    @abstractmethod
+    def filter_del(self, handle: object) -> None:
+        """Remove a filter installed by :meth:`filter_add`."""
+
+    def pio_area(self, nbytes: int) -> tuple[memoryview, int] | None:
+        """PIO backing store: (writable bytes, DMA address), or None if unsupported."""
+        return None
+
+    def close(self) -> None:
+        """Release the PD (idempotent)."""
+
+
+class Adapter(ABC):
+    """One opened interface (the ``Driver``'s back end)."""
+
+    name: str = "?"
+
+    def __init__(self, iface: str, queue: int | None, options: dict[str, str]) -> None:
+        self.iface = iface
+        self.queue = queue
+        self.options = options
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    def interface_info(self) -> InterfaceInfo: ...
+
+    def resolve_neighbour(self, ip: str) -> bytes | None:
+        """MAC of ``ip`` from the neighbour table reachable through this interface."""
+        return None
+
+    @abstractmethod
+    def alloc_pd(self) -> HwProtectionDomain: ...
+
+    @abstractmethod
+    def now_ns(self) -> int:
+        """The adapter clock (the one RX timestamps use), int ns."""
+
+    def close(self) -> None:
+        """Release everything the adapter opened (idempotent)."""

@@ -1,0 +1,454 @@
+"""Filter specs: pure data saying which frames a VI wants (``ef_filter_spec``).
+
+A :class:`FilterSpec` is immutable. Every setter is callable on the class (starting
+from an empty spec) or on a spec (adding a part), so both
+``FilterSpec.ip4_local("udp", "239.1.1.1", 5000).vlan(10)`` and
+``FilterSpec.vlan(10).ip4_local(...)`` build the same spec. A setter that would mix
+incompatible parts raises :class:`~efvi.errors.SetupError` with ``EPROTONOSUPPORT``,
+as ef_vi's setters return ``-EPROTONOSUPPORT``.
+
+Each adapter compiles specs its own way (a table in the sim, BPF maps for ``xdp``,
+classic BPF for ``packet``); all follow the hardware's priority, most specific first:
+
+1. ``ip_full``   — full 5-tuple
+2. ``ip_local``  — local 3-tuple (dst address, dst port, protocol)
+3. ``eth``       — destination MAC (± VLAN, ± ethertype / IP protocol)
+4. ``ethertype`` / ``ipproto`` — class filters (± VLAN)
+5. ``unicast_all`` / ``multicast_all``
+6. ``unicast_mismatch`` / ``multicast_mismatch`` — what nothing else (nor the kernel) wants
+
+Within one level a VLAN-specific filter beats a VLAN-any one. IP filters never match
+IP fragments (those go to the kernel). ``sniff`` turns a spec into a copy: the VI
+gets the frame and the kernel (and any stealing VI) still does. ``port_sniff`` is
+sniff of everything.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from efvi.errors import SetupError
+
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+_PROTO_NAMES = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
+
+
+class FilterKind(IntEnum):
+    """What a spec matches on; the value is its priority level (lower wins)."""
+
+    NONE = 0
+    IP_FULL = 1
+    IP_LOCAL = 2
+    ETH = 3
+    ETHERTYPE = 4
+    IPPROTO = 5
+    UNICAST_ALL = 6
+    MULTICAST_ALL = 7
+    UNICAST_MISMATCH = 8
+    MULTICAST_MISMATCH = 9
+    ALL = 10  # port sniff: every frame
+
+
+#: Kinds that can be given a VLAN.
+_VLAN_OK = frozenset({FilterKind.NONE, FilterKind.IP_FULL, FilterKind.IP_LOCAL,
+                      FilterKind.ETH, FilterKind.ETHERTYPE, FilterKind.IPPROTO,
+                      FilterKind.UNICAST_ALL, FilterKind.MULTICAST_ALL,
+                      FilterKind.UNICAST_MISMATCH, FilterKind.MULTICAST_MISMATCH})
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _setter(Generic[P]):
+    """Descriptor: a setter usable on the class (empty spec) or on an instance."""
+
+    def __init__(self, fn: Callable[Concatenate["FilterSpec", P], "FilterSpec"]) -> None:
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type["FilterSpec"]) -> Callable[P, "FilterSpec"]: ...
+    @overload
+    def __get__(self, obj: "FilterSpec", owner: type["FilterSpec"]) -> Callable[P, "FilterSpec"]: ...
+
+    def __get__(self, obj: "FilterSpec | None", owner: type["FilterSpec"]) -> Callable[P, "FilterSpec"]:
+        target = owner() if obj is None else obj
+        fn = self.fn
+
+        def bound(*args: P.args, **kwargs: P.kwargs) -> "FilterSpec":
+            return fn(target, *args, **kwargs)
+
+        bound.__doc__ = fn.__doc__
+        return bound
+
+
+def _incompatible(what: str, spec: "FilterSpec") -> SetupError:
+    return SetupError(
+        f"filter spec cannot combine {what} with a {spec.kind.name.lower()} part ({spec})",
+        errno=errno.EPROTONOSUPPORT,
+        hint="build one spec per kind; add several filters to the VI instead",
+    )
+
+
+def _proto(p: int | str) -> int:
+    if isinstance(p, str):
+        try:
+            return _PROTO_NAMES[p.lower()]
+        except KeyError:
+            raise SetupError(f"unknown IP protocol {p!r}", errno=errno.EINVAL,
+                             hint="use 'udp' or 'tcp'") from None
+    if p not in (IPPROTO_TCP, IPPROTO_UDP):
+        raise SetupError(f"IP filters take UDP or TCP, not protocol {p}",
+                         errno=errno.EPROTONOSUPPORT, hint="use ipproto() for other protocols")
+    return p
+
+
+def _port(p: int) -> int:
+    if not 0 <= int(p) <= 0xFFFF:
+        raise SetupError(f"port {p} out of range 0..65535", errno=errno.EINVAL)
+    return int(p)
+
+
+def _addr(a: str | bytes | int | ipaddress.IPv4Address | ipaddress.IPv6Address,
+          version: int) -> bytes:
+    try:
+        if isinstance(a, bytes):
+            ip = ipaddress.ip_address(a)
+        else:
+            ip = ipaddress.ip_address(a)
+    except ValueError as exc:
+        raise SetupError(f"bad IPv{version} address {a!r}: {exc}", errno=errno.EINVAL) from None
+    if ip.version != version:
+        raise SetupError(f"{a!r} is not an IPv{version} address", errno=errno.EINVAL)
+    return ip.packed
+
+
+def parse_mac(mac: str | bytes) -> bytes:
+    """``"02:00:00:00:00:01"`` (or 6 raw bytes) → 6 bytes."""
+    if isinstance(mac, bytes):
+        if len(mac) != 6:
+            raise SetupError(f"MAC must be 6 bytes, got {len(mac)}", errno=errno.EINVAL)
+        return mac
+    parts = mac.replace("-", ":").split(":")
+    try:
+        if len(parts) != 6:
+            raise ValueError
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise SetupError(f"bad MAC address {mac!r}", errno=errno.EINVAL,
+                         hint="write it as 6 hex pairs, e.g. 02:00:c6:12:00:01") from None
+
+
+def format_mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+@dataclass(frozen=True, slots=True)
+class FilterSpec:
+    """An immutable filter spec. Build it with the setters; see the module doc."""
+
+    kind: FilterKind = FilterKind.NONE
+    ip_version: int = 0
+    proto: int = 0
+    local_ip: bytes = b""
+    local_port: int = 0
+    remote_ip: bytes = b""
+    remote_port: int = 0
+    mac: bytes = b""
+    ethertype: int | None = None
+    ipproto: int | None = None
+    vlan_id: int | None = None
+    sniff_mode: bool = False
+    promisc: bool = False
+    flags: int = field(default=0, compare=False)
+
+    # ---- IP filters -------------------------------------------------------------
+    def _ip(self, version: int, kind: FilterKind, proto: int | str,
+            lhost: Any, lport: int, rhost: Any = None, rport: int = 0) -> "FilterSpec":
+        if self.kind not in (FilterKind.NONE,):
+            raise _incompatible(f"an IPv{version} {kind.name.lower()} part", self)
+        return replace(
+            self, kind=kind, ip_version=version, proto=_proto(proto),
+            local_ip=_addr(lhost, version), local_port=_port(lport),
+            remote_ip=_addr(rhost, version) if rhost is not None else b"",
+            remote_port=_port(rport) if rhost is not None else 0,
+        )
+
+    @_setter
+    def ip4_local(self, proto: int | str, host: Any, port: int) -> "FilterSpec":
+        """Frames to ``host:port`` over UDP or TCP (``ef_filter_spec_set_ip4_local``)."""
+        return self._ip(4, FilterKind.IP_LOCAL, proto, host, port)
+
+    @_setter
+    def ip4_full(self, proto: int | str, lhost: Any, lport: int, rhost: Any,
+                 rport: int) -> "FilterSpec":
+        """Frames of one 5-tuple: local ``lhost:lport`` from remote ``rhost:rport``."""
+        return self._ip(4, FilterKind.IP_FULL, proto, lhost, lport, rhost, rport)
+
+    @_setter
+    def ip6_local(self, proto: int | str, host: Any, port: int) -> "FilterSpec":
+        """IPv6 twin of :meth:`ip4_local`."""
+        return self._ip(6, FilterKind.IP_LOCAL, proto, host, port)
+
+    @_setter
+    def ip6_full(self, proto: int | str, lhost: Any, lport: int, rhost: Any,
+                 rport: int) -> "FilterSpec":
+        """IPv6 twin of :meth:`ip4_full`."""
+        return self._ip(6, FilterKind.IP_FULL, proto, lhost, lport, rhost, rport)
+
+    # ---- L2 and class filters -----------------------------------------------------
+    @_setter
+    def eth_local(self, mac: str | bytes, vlan: int | None = None) -> "FilterSpec":
+        """Frames to destination ``mac`` (on ``vlan`` if given)."""
+        if self.kind not in (FilterKind.NONE, FilterKind.ETHERTYPE, FilterKind.IPPROTO):
+            raise _incompatible("an eth_local part", self)
+        spec = replace(self, kind=FilterKind.ETH, mac=parse_mac(mac))
+        return spec.vlan(vlan) if vlan is not None and vlan >= 0 else spec
+
+    @_setter
+    def eth_type(self, ethertype: int) -> "FilterSpec":
+        """Frames of one EtherType (after VLAN tags); combines with :meth:`eth_local`."""
+        if not 0 <= ethertype <= 0xFFFF:
+            raise SetupError(f"ethertype {ethertype:#x} out of range", errno=errno.EINVAL)
+        if self.kind == FilterKind.ETH and self.ipproto is None:
+            return replace(self, ethertype=ethertype)
+        if self.kind != FilterKind.NONE:
+            raise _incompatible("an ethertype part", self)
+        return replace(self, kind=FilterKind.ETHERTYPE, ethertype=ethertype)
+
+    @_setter
+    def ip_proto(self, proto: int) -> "FilterSpec":
+        """IPv4/IPv6 frames of one IP protocol; combines with :meth:`eth_local`."""
+        if not 0 <= proto <= 0xFF:
+            raise SetupError(f"IP protocol {proto} out of range", errno=errno.EINVAL)
+        if self.kind == FilterKind.ETH and self.ethertype is None:
+            return replace(self, ipproto=proto)
+        if self.kind != FilterKind.NONE:
+            raise _incompatible("an ipproto part", self)
+        return replace(self, kind=FilterKind.IPPROTO, ipproto=proto)
+
+    @_setter
+    def vlan(self, vlan_id: int) -> "FilterSpec":
+        """Restrict the spec to frames whose outer VLAN is ``vlan_id``."""
+        if not 0 <= vlan_id <= 4095:
+            raise SetupError(f"VLAN id {vlan_id} out of range 0..4095", errno=errno.EINVAL)
+        if self.kind not in _VLAN_OK or (self.vlan_id is not None and self.vlan_id != vlan_id):
+            raise _incompatible(f"VLAN {vlan_id}", self)
+        return replace(self, vlan_id=vlan_id)
+
+    def _special(self, kind: FilterKind) -> "FilterSpec":
+        if self.kind != FilterKind.NONE:
+            raise _incompatible(f"a {kind.name.lower()} part", self)
+        return replace(self, kind=kind)
+
+    @_setter
+    def unicast_all(self) -> "FilterSpec":
+        """Every unicast frame (steals ARP replies too)."""
+        return self._special(FilterKind.UNICAST_ALL)
+
+    @_setter
+    def multicast_all(self) -> "FilterSpec":
+        """Every multicast and broadcast frame (steals IGMP and ARP requests too)."""
+        return self._special(FilterKind.MULTICAST_ALL)
+
+    @_setter
+    def unicast_mismatch(self) -> "FilterSpec":
+        """Unicast frames that no other filter and not the kernel wants."""
+        return self._special(FilterKind.UNICAST_MISMATCH)
+
+    @_setter
+    def multicast_mismatch(self) -> "FilterSpec":
+        """Multicast frames that no other filter and no kernel subscription wants."""
+        return self._special(FilterKind.MULTICAST_MISMATCH)
+
+    @_setter
+    def port_sniff(self, promiscuous: bool = True) -> "FilterSpec":
+        """Copy every frame the port receives to the VI; the kernel still gets them."""
+        if self.kind != FilterKind.NONE:
+            raise _incompatible("port_sniff (it must be alone)", self)
+        return replace(self, kind=FilterKind.ALL, sniff_mode=True, promisc=promiscuous)
+
+    @_setter
+    def sniff(self, promiscuous: bool = False) -> "FilterSpec":
+        """Make this spec a copy (sniff) instead of a steal."""
+        return replace(self, sniff_mode=True, promisc=promiscuous or self.promisc)
+
+    # ---- queries ------------------------------------------------------------------
+    def check(self) -> "FilterSpec":
+        """Raise :class:`SetupError` if the spec matches nothing (control path)."""
+        if self.kind == FilterKind.NONE:
+            raise SetupError("empty filter spec: it matches nothing", errno=errno.EINVAL,
+                             hint="call a setter such as ip4_local() or unicast_all()")
+        return self
+
+    @property
+    def is_multicast(self) -> bool:
+        """True if the spec's destination is a multicast address (filters chain)."""
+        if self.kind in (FilterKind.IP_LOCAL, FilterKind.IP_FULL):
+            return ipaddress.ip_address(self.local_ip).is_multicast
+        if self.kind == FilterKind.ETH:
+            return bool(self.mac[0] & 1)
+        return self.kind in (FilterKind.MULTICAST_ALL, FilterKind.MULTICAST_MISMATCH)
+
+    def __str__(self) -> str:
+        k = self.kind
+        parts: list[str] = []
+        if k in (FilterKind.IP_LOCAL, FilterKind.IP_FULL):
+            name = {IPPROTO_UDP: "udp", IPPROTO_TCP: "tcp"}[self.proto]
+            lh = ipaddress.ip_address(self.local_ip)
+            s = f"{name}:{lh}:{self.local_port}"
+            if k == FilterKind.IP_FULL:
+                s += f",{ipaddress.ip_address(self.remote_ip)}:{self.remote_port}"
+            parts.append(s)
+        elif k == FilterKind.ETH:
+            extra = ""
+            if self.ethertype is not None:
+                extra = f"ethertype={self.ethertype:#06x},"
+            if self.ipproto is not None:
+                extra = f"ipproto={self.ipproto},"
+            parts.append(f"eth:{extra}{format_mac(self.mac)}")
+        elif k == FilterKind.ETHERTYPE:
+            parts.append(f"ethertype:{self.ethertype:#06x}")
+        elif k == FilterKind.IPPROTO:
+            parts.append(f"ipproto:{self.ipproto}")
+        elif k == FilterKind.ALL:
+            parts.append("sniff:" + ("promisc" if self.promisc else "no-promisc"))
+        else:
+            parts.append(k.name.lower().replace("_", "-").replace("mismatch", "mis"))
+        if self.vlan_id is not None:
+            parts.append(f"vid={self.vlan_id}")
+        if self.sniff_mode and k != FilterKind.ALL:
+            parts.append("sniff")
+        return " ".join(parts)
+
+
+def parse_filter(text: str) -> FilterSpec:
+    """Parse efsink's filter grammar into a spec (control path).
+
+    ``udp|tcp:[vid=N,]HOST:PORT[,RHOST:RPORT]``, ``eth:[vid=N,][ipproto=P,|ethertype=T,]MAC``,
+    ``ethertype:[vid=N,]T``, ``ipproto:[vid=N,]P``, ``unicast-all``, ``multicast-all``,
+    ``unicast-mis[:vid=N]``, ``multicast-mis[:vid=N]``, ``sniff[:promisc|no-promisc]``.
+    IPv6 hosts go in brackets: ``udp:[ff15::1]:5000``. A trailing ``,sniff`` makes any
+    spec a sniff (copy) filter.
+    """
+    text = text.strip()
+    head, _, rest = text.partition(":")
+    head = head.lower()
+    opts: list[str] = [o for o in _split_top(rest)] if rest else []
+    sniff = False
+    if opts and opts[-1] == "sniff" and head != "sniff":
+        sniff = True
+        opts = opts[:-1]
+    vid: int | None = None
+    keep: list[str] = []
+    for o in opts:
+        if o.startswith("vid="):
+            vid = _int(o[4:], text)
+        elif o == "mcastloop-rx":
+            pass  # loopback receive: every sim VI sees local multicast when the port loops
+        else:
+            keep.append(o)
+    spec: FilterSpec
+    try:
+        if head in ("udp", "tcp"):
+            if not keep or len(keep) > 2:
+                raise ValueError("expected HOST:PORT[,RHOST:RPORT]")
+            lh, lp = _hostport(keep[0])
+            if len(keep) == 2:
+                rh, rp = _hostport(keep[1])
+                v = ipaddress.ip_address(lh).version
+                spec = (FilterSpec.ip4_full if v == 4 else FilterSpec.ip6_full)(head, lh, lp, rh, rp)
+            else:
+                v = ipaddress.ip_address(lh).version
+                spec = (FilterSpec.ip4_local if v == 4 else FilterSpec.ip6_local)(head, lh, lp)
+        elif head == "eth":
+            if not keep:
+                raise ValueError("expected a MAC address")
+            mac = keep[-1]
+            spec = FilterSpec.eth_local(mac)
+            for o in keep[:-1]:
+                k, _, v2 = o.partition("=")
+                if k == "ipproto":
+                    spec = spec.ip_proto(_int(v2, text))
+                elif k == "ethertype":
+                    spec = spec.eth_type(_int(v2, text))
+                else:
+                    raise ValueError(f"unknown eth option {o!r}")
+        elif head == "ethertype":
+            spec = FilterSpec.eth_type(_int(_one(keep), text))
+        elif head == "ipproto":
+            spec = FilterSpec.ip_proto(_int(_one(keep), text))
+        elif head == "unicast-all" and not keep:
+            spec = FilterSpec.unicast_all()
+        elif head == "multicast-all" and not keep:
+            spec = FilterSpec.multicast_all()
+        elif head in ("unicast-mis", "unicast-mismatch") and not keep:
+            spec = FilterSpec.unicast_mismatch()
+        elif head in ("multicast-mis", "multicast-mismatch") and not keep:
+            spec = FilterSpec.multicast_mismatch()
+        elif head == "sniff":
+            mode = keep[0] if keep else "promisc"
+            if mode not in ("promisc", "no-promisc"):
+                raise ValueError("sniff takes promisc or no-promisc")
+            spec = FilterSpec.port_sniff(mode == "promisc")
+        else:
+            raise ValueError("unknown filter kind")
+    except ValueError as exc:
+        raise SetupError(
+            f"bad filter spec {text!r}: {exc}", errno=errno.EINVAL,
+            hint="forms: udp:HOST:PORT[,RHOST:RPORT]  eth:[vid=N,]MAC  ethertype:T  ipproto:P  "
+                 "unicast-all  multicast-all  unicast-mis  multicast-mis  sniff[:promisc]",
+        ) from None
+    if vid is not None:
+        spec = spec.vlan(vid)
+    if sniff:
+        spec = spec.sniff()
+    return spec
+
+
+def _split_top(s: str) -> list[str]:
+    """Split on commas outside [brackets] (IPv6 literals)."""
+    out, depth, cur = [], 0, ""
+    for ch in s:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _hostport(s: str) -> tuple[str, int]:
+    if s.startswith("["):
+        host, _, port = s[1:].partition("]:")
+    else:
+        host, _, port = s.rpartition(":")
+    if not host or not port:
+        raise ValueError(f"expected HOST:PORT, got {s!r}")
+    return host, int(port)
+
+
+def _int(s: str, text: str) -> int:
+    try:
+        return int(s, 0)
+    except ValueError:
+        raise ValueError(f"{s!r} is not a number") from None
+
+
+def _one(keep: list[str]) -> str:
+    if len(keep) != 1:
+        raise ValueError("expected exactly one value")
+    return keep[0]

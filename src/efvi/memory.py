@@ -1,0 +1,149 @@
+"""Registered packet memory (``ef_memreg``).
+
+A :class:`MemoryRegion` is a page-aligned anonymous mapping, a multiple of the
+2048-byte packet buffer, locked in RAM (``mlock``; required by adapters that DMA
+into it, best effort on ``sim``), excluded from fork copies (``MADV_DONTFORK``) and
+registered with one protection domain. Every VI of that PD can post its buffers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import mmap
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from efvi.constants import PKT_BUF_SIZE
+from efvi.errors import ClosedError, SetupError
+
+if TYPE_CHECKING:
+    from efvi.driver import ProtectionDomain
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_MAX_REGION = 1 << 36  # 64 GiB: anything larger is a typo
+
+
+def _lock(buf: mmap.mmap, nbytes: int) -> int:
+    """mlock the mapping; return 0 or errno."""
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    if _libc.mlock(ctypes.c_void_p(addr), ctypes.c_size_t(nbytes)) != 0:
+        return ctypes.get_errno()
+    return 0
+
+
+class MemoryRegion:
+    """``nbytes`` of registered memory in ``pd`` (control path: allocates, may raise).
+
+    ``buf`` is a numpy ``uint8`` view of the whole region and ``mv`` a memoryview;
+    ``dma_addr(offset)`` gives the address to post. ``dma_addrs()`` returns the DMA
+    address of every 2 KiB buffer (for batch posting).
+    """
+
+    def __init__(self, pd: "ProtectionDomain", nbytes: int) -> None:
+        if not isinstance(nbytes, int) or nbytes <= 0 or nbytes % PKT_BUF_SIZE:
+            raise SetupError(
+                f"memory region size {nbytes!r} is not a positive multiple of {PKT_BUF_SIZE}",
+                errno=errno.EINVAL, hint=f"round up to n * {PKT_BUF_SIZE} bytes")
+        if nbytes > _MAX_REGION:
+            raise SetupError(f"memory region of {nbytes} bytes is absurdly large",
+                             errno=errno.ENOMEM, hint="register at most 64 GiB")
+        pd._check_open()
+        self.pd = pd
+        self.nbytes = nbytes
+        self._map = mmap.mmap(-1, nbytes, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS,
+                              prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        if hasattr(self._map, "madvise") and hasattr(mmap, "MADV_DONTFORK"):
+            self._map.madvise(mmap.MADV_DONTFORK)
+        err = _lock(self._map, nbytes)
+        self.locked = err == 0
+        if err and pd.driver.adapter.capabilities.zero_copy:
+            self._map.close()
+            raise SetupError(
+                f"cannot lock {nbytes} bytes of packet memory", errno=err,
+                hint="needs CAP_IPC_LOCK (run as root) or a larger RLIMIT_MEMLOCK (ulimit -l)")
+        self.buf: npt.NDArray[np.uint8] = np.frombuffer(self._map, dtype=np.uint8)
+        self.mv = memoryview(self._map)
+        self.dma_base = 0
+        self._closed = False
+        try:
+            self.dma_base = pd._register(self)
+        except BaseException:
+            self._release()
+            raise
+
+    @property
+    def n_buffers(self) -> int:
+        return self.nbytes // PKT_BUF_SIZE
+
+    @property
+    def address(self) -> int:
+        """Virtual address of the first byte (for kernel interfaces)."""
+        return ctypes.addressof(ctypes.c_char.from_buffer(self._map))
+
+    def dma_addr(self, offset: int) -> int:
+        """DMA address of ``offset`` (cost: one add; raises only for out-of-range)."""
+        if not 0 <= offset < self.nbytes:
+            raise SetupError(f"offset {offset} outside the {self.nbytes}-byte region",
+                             errno=errno.EINVAL)
+        return self.dma_base + offset
+
+    def dma_addrs(self, offset: int = 0) -> npt.NDArray[np.uint64]:
+        """DMA address of every 2 KiB buffer, plus ``offset`` (uint64 array)."""
+        return (np.arange(self.n_buffers, dtype=np.uint64) * PKT_BUF_SIZE
+                + np.uint64(self.dma_base + offset))
+
+    def offset_of(self, dma_addr: int) -> int:
+        """Inverse of :meth:`dma_addr`."""
+        off = dma_addr - self.dma_base
+        if not 0 <= off < self.nbytes:
+            raise SetupError(f"DMA address {dma_addr:#x} is not in this region",
+                             errno=errno.EFAULT)
+        return off
+
+    def buffer(self, index: int) -> memoryview:
+        """The ``index``-th 2 KiB packet buffer."""
+        return self.mv[index * PKT_BUF_SIZE:(index + 1) * PKT_BUF_SIZE]
+
+    def read(self, dma_addr: int, length: int) -> bytes:
+        """Copy ``length`` bytes at ``dma_addr`` out (convenience; cost: one copy)."""
+        off = dma_addr - self.dma_base
+        return bytes(self.mv[off:off + length])
+
+    def _release(self) -> None:
+        self.mv.release()
+        del self.buf
+        try:
+            self._map.close()
+        except BufferError:  # a view is still exported; the GC will unmap it
+            pass
+
+    def close(self) -> None:
+        """Unregister and unmap (idempotent). No VI may still own its buffers."""
+        if self._closed:
+            return
+        self._closed = True
+        self.pd._unregister(self)
+        self._release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("memory region is closed")
+
+    def __enter__(self) -> "MemoryRegion":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"MemoryRegion({self.nbytes} bytes, dma {self.dma_base:#x}, "
+                f"{'locked' if self.locked else 'unlocked'})")
+
+
+def page_size() -> int:
+    return os.sysconf("SC_PAGE_SIZE")

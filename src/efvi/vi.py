@@ -1,0 +1,622 @@
+"""Virtual interfaces (``ef_vi``), VI sets and PIO.
+
+Control path (``__init__``, ``filter_add``, ``filter_del``, ``stats``, ``close``)
+may allocate and raise. Data path (``receive_*``, ``transmit_*``, ``poll``,
+``eventq_poll``, ``transmit_unbundle``) preallocates, returns ``0``/counts or a
+negative errno, and never raises for per-packet conditions:
+
+* ``-EAGAIN`` — the ring is full (nothing was written);
+* ``-EINVAL`` — a bad argument: request id ``0xffffffff``, an address outside every
+  registered region, a frame shorter than 14 bytes or longer than its buffers, a
+  misaligned PIO offset;
+* ``-EBADF`` — the VI was closed (``poll``/``eventq_poll`` raise ClosedError instead,
+  having no integer to return).
+
+Rings have a power-of-two size; usable capacity is size − 1 (ef_vi's ``mask``).
+Buffers belong to the NIC from post until their RX event; TX buffers until
+``transmit_unbundle`` has returned their id.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import count
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from efvi.constants import (DEFAULT_RXQ_SIZE, DEFAULT_TXQ_SIZE, EF_REQUEST_ID_MASK,
+                            EF_VI_EVENT_POLL_MIN_EVS, MAX_RING_SIZE, MAX_TX_FRAME,
+                            MIN_TX_FRAME, PIO_ALIGN, PIO_MIN_LEN, PIO_SIZE)
+from efvi.driver import ProtectionDomain, round_ring
+from efvi.errors import ClosedError, SetupError, UnsupportedError
+from efvi.events import Event, EventBatch, EventType, event_array
+from efvi.filters import FilterSpec
+
+if TYPE_CHECKING:
+    from efvi.adapters.base import HwVI
+    from efvi.memory import MemoryRegion
+
+EAGAIN = -errno.EAGAIN
+EINVAL = -errno.EINVAL
+EBADF = -errno.EBADF
+_MASK = EF_REQUEST_ID_MASK
+_U32 = 0xFFFFFFFF
+_TX_TYPE = int(EventType.TX)
+_TXERR_TYPE = int(EventType.TX_ERROR)
+
+U64Array = npt.NDArray[np.uint64]
+U32Array = npt.NDArray[np.uint32]
+
+_cookie_ids = count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class FilterCookie:
+    """What ``filter_add`` returns and ``filter_del`` takes (``ef_filter_cookie``)."""
+
+    filter_id: int
+    spec: FilterSpec
+
+
+def _check_filter_mode(vi_driver: "ProtectionDomain", spec: FilterSpec) -> None:
+    caps = vi_driver.driver.capabilities
+    spec.check()
+    if spec.sniff_mode and not caps.sniff:
+        raise UnsupportedError(
+            f"the {caps.adapter} adapter cannot sniff (copy) frames: filter {spec} steals "
+            "or nothing; use the packet adapter (or sim) for sniff filters")
+    if not spec.sniff_mode and not caps.steal:
+        raise UnsupportedError(
+            f"the {caps.adapter} adapter only sniffs (the kernel keeps its copy); "
+            f"add .sniff() to {spec} or use the xdp adapter (or sim) to steal frames")
+
+
+class PioRegion:
+    """A VI's programmed-I/O area: stage frames ahead, send them with ``transmit_pio``.
+
+    ``copy(offset, data)`` is ``ef_pio_memcpy``; a staged frame must not be rewritten
+    until its TX completion has been unbundled.
+    """
+
+    def __init__(self, mv: memoryview, dma_addr: int, size: int,
+                 keep: "MemoryRegion | None") -> None:
+        self.mv = mv
+        self.dma_addr = dma_addr
+        self.size = size
+        self._keep = keep
+
+    def copy(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """Copy ``data`` to ``offset``; 0 or -EINVAL (out of range)."""
+        n = len(data)
+        if offset < 0 or offset + n > self.size:
+            return EINVAL
+        self.mv[offset:offset + n] = data
+        return 0
+
+
+class VirtualInterface:
+    """A VI: an event queue, an RX ring and a TX ring in ``pd``.
+
+    ``rxq``/``txq``/``evq``: -1 for the default (512/512/derived), 0 for none,
+    else rounded up to a power of two. ``queue`` binds one hardware RX queue where
+    the adapter has several (``xdp:IF@Q`` does the same from the URL).
+    """
+
+    def __init__(self, pd: ProtectionDomain, rxq: int = -1, txq: int = -1,
+                 evq: int = -1, flags: int = 0, queue: int | None = None) -> None:
+        pd._check_open()
+        self.pd = pd
+        self.driver = pd.driver
+        self.rxq_size = round_ring(rxq, DEFAULT_RXQ_SIZE, "RX ring", MAX_RING_SIZE)
+        self.txq_size = round_ring(txq, DEFAULT_TXQ_SIZE, "TX ring", MAX_RING_SIZE)
+        if evq == -1:
+            evq = self.rxq_size + self.txq_size + 64
+        self.evq_size = round_ring(evq, 1024, "event queue", 4 * MAX_RING_SIZE)
+        if self.evq_size < EF_VI_EVENT_POLL_MIN_EVS:
+            raise SetupError("a VI needs an event queue", errno=errno.EINVAL,
+                             hint="pass evq=-1 for the default size")
+        self.flags = flags
+        self._hw: HwVI = pd._hw.alloc_vi(self.rxq_size, self.txq_size, self.evq_size,
+                                         flags, queue)
+        self._closed = False
+        rs = max(self.rxq_size, 1)
+        ts = max(self.txq_size, 1)
+        self._rx_mask = self.rxq_size - 1 if self.rxq_size else 0
+        self._rx_ids = np.zeros(rs, np.uint32)
+        self._rx_addr = np.zeros(rs, np.uint64)
+        self._rx_added = self._rx_pushed = self._rx_removed = 0
+        self._tx_mask = self.txq_size - 1 if self.txq_size else 0
+        self._tx_ids = np.zeros(ts, np.uint32)
+        self._tx_addr = np.zeros(ts, np.uint64)
+        self._tx_len = np.zeros(ts, np.uint32)
+        self._tx_added = self._tx_pushed = self._tx_removed = 0
+        self._evbuf = event_array(self.evq_size)
+        self._filters: dict[int, tuple[FilterCookie, object]] = {}
+        self._pio: PioRegion | None = None
+        self._rejected = 0  # data-path calls refused with -EINVAL
+        pd._vis.add(self)
+
+    # ---- queries ------------------------------------------------------------------
+    @property
+    def rx_buffer_len(self) -> int:
+        """Bytes the NIC writes per RX buffer (``ef_vi_receive_buffer_len``)."""
+        return self._hw.rx_buffer_len
+
+    def receive_set_buffer_len(self, nbytes: int) -> None:
+        if not 64 <= nbytes <= 2048:
+            raise SetupError(f"RX buffer length {nbytes} outside 64..2048", errno=errno.EINVAL)
+        self._hw.set_rx_buffer_len(nbytes)
+
+    @property
+    def rx_prefix_len(self) -> int:
+        return self._hw.rx_prefix_len
+
+    @property
+    def clock_source(self) -> str:
+        return self._hw.clock_source
+
+    def receive_capacity(self) -> int:
+        return self._rx_mask
+
+    def receive_fill_level(self) -> int:
+        return self._rx_added - self._rx_removed
+
+    def receive_space(self) -> int:
+        return self._rx_mask - (self._rx_added - self._rx_removed)
+
+    def transmit_capacity(self) -> int:
+        return self._tx_mask
+
+    def transmit_fill_level(self) -> int:
+        return self._tx_added - self._tx_removed
+
+    def transmit_space(self) -> int:
+        return self._tx_mask - (self._tx_added - self._tx_removed)
+
+    # ---- RX --------------------------------------------------------------------
+    def receive_init(self, dma_addr: int, rq_id: int) -> int:
+        """Write one RX descriptor (not yet visible to the NIC: call ``receive_push``).
+
+        Cost: a few attribute reads and three array stores. 0, -EAGAIN, -EINVAL, -EBADF.
+        """
+        if self._closed:
+            return EBADF
+        if not 0 <= rq_id < _MASK or not self.pd.dma_ok(dma_addr, 1):
+            self._rejected += 1
+            return EINVAL
+        added = self._rx_added
+        if added - self._rx_removed >= self._rx_mask:
+            return EAGAIN
+        i = added & self._rx_mask
+        self._rx_addr[i] = dma_addr
+        self._rx_ids[i] = rq_id
+        self._rx_added = added + 1
+        return 0
+
+    def receive_push(self) -> int:
+        """RX doorbell: give every descriptor written since the last push to the NIC.
+
+        Returns the number pushed. Refill in batches (8–64) rather than one by one.
+        """
+        if self._closed:
+            return EBADF
+        lo, hi = self._rx_pushed, self._rx_added
+        if hi == lo:
+            return 0
+        self._rx_pushed = hi
+        addrs, ids = _ring_span(self._rx_addr, self._rx_ids, lo, hi, self._rx_mask)
+        self._hw.rx_post(addrs, ids)
+        return hi - lo
+
+    def receive_post(self, dma_addr: int, rq_id: int) -> int:
+        """``receive_init`` + ``receive_push`` (convenient, slower than batching)."""
+        rc = self.receive_init(dma_addr, rq_id)
+        if rc == 0:
+            self.receive_push()
+        return rc
+
+    def receive_post_batch(self, dma_addrs: U64Array, rq_ids: U32Array) -> int:
+        """Post and push many RX buffers at once (numpy arrays of equal length).
+
+        Posts ``min(len, receive_space())`` in order and returns that count; -EINVAL
+        (posting none) if any id is ``0xffffffff`` or any address is unregistered.
+        Cost: O(n) numpy work, one doorbell.
+        """
+        if self._closed:
+            return EBADF
+        addrs = np.asarray(dma_addrs, dtype=np.uint64)
+        ids = np.asarray(rq_ids, dtype=np.uint32)
+        if addrs.shape != ids.shape or addrs.ndim != 1:
+            return EINVAL
+        n = min(int(addrs.shape[0]), self.receive_space())
+        if n <= 0:
+            return 0 if addrs.shape[0] == 0 else EAGAIN
+        addrs, ids = addrs[:n], ids[:n]
+        if (ids == _MASK).any() or not self._dma_ok_batch(addrs, None):
+            self._rejected += 1
+            return EINVAL
+        _ring_store(self._rx_addr, self._rx_added, self._rx_mask, addrs)
+        _ring_store(self._rx_ids, self._rx_added, self._rx_mask, ids)
+        self._rx_added += n
+        self.receive_push()
+        return n
+
+    # ---- TX --------------------------------------------------------------------
+    def transmit_init(self, dma_addr: int, length: int, rq_id: int) -> int:
+        """Write one TX descriptor for a whole frame (send it with ``transmit_push``).
+
+        0, -EAGAIN (ring full), -EINVAL (id, address, or length outside 14..9224).
+        """
+        if self._closed:
+            return EBADF
+        if (not MIN_TX_FRAME <= length <= MAX_TX_FRAME or not 0 <= rq_id < _MASK
+                or not self.pd.dma_ok(dma_addr, length)):
+            self._rejected += 1
+            return EINVAL
+        added = self._tx_added
+        if added - self._tx_removed >= self._tx_mask:
+            return EAGAIN
+        i = added & self._tx_mask
+        self._tx_addr[i] = dma_addr
+        self._tx_len[i] = length
+        self._tx_ids[i] = rq_id
+        self._tx_added = added + 1
+        return 0
+
+    def transmitv_init(self, iov: Sequence[tuple[int, int]], rq_id: int) -> int:
+        """One frame from several (dma_addr, length) pieces; all or nothing."""
+        if self._closed:
+            return EBADF
+        total = 0
+        for addr, ln in iov:
+            if ln <= 0 or not self.pd.dma_ok(addr, ln):
+                self._rejected += 1
+                return EINVAL
+            total += ln
+        if not iov or not MIN_TX_FRAME <= total <= MAX_TX_FRAME or not 0 <= rq_id < _MASK:
+            self._rejected += 1
+            return EINVAL
+        added = self._tx_added
+        if self._tx_mask - (added - self._tx_removed) < len(iov):
+            return EAGAIN
+        last = len(iov) - 1
+        for k, (addr, ln) in enumerate(iov):
+            i = (added + k) & self._tx_mask
+            self._tx_addr[i] = addr
+            self._tx_len[i] = ln
+            self._tx_ids[i] = rq_id if k == last else _MASK
+        self._tx_added = added + len(iov)
+        return 0
+
+    def transmit_push(self) -> int:
+        """TX doorbell: send every descriptor written since the last push, in order."""
+        if self._closed:
+            return EBADF
+        lo, hi = self._tx_pushed, self._tx_added
+        if hi == lo:
+            return 0
+        self._tx_pushed = hi
+        mask = self._tx_mask
+        a, b = lo & mask, hi & mask
+        if a < b:
+            self._hw.tx_post(self._tx_addr[a:b], self._tx_len[a:b], self._tx_ids[a:b])
+        else:
+            idx = np.arange(lo, hi, dtype=np.int64) & mask
+            self._hw.tx_post(self._tx_addr[idx], self._tx_len[idx], self._tx_ids[idx])
+        return hi - lo
+
+    def transmit(self, dma_addr: int, length: int, rq_id: int) -> int:
+        """``transmit_init`` + ``transmit_push``: the right call for a single frame."""
+        rc = self.transmit_init(dma_addr, length, rq_id)
+        if rc == 0:
+            self.transmit_push()
+        return rc
+
+    def transmitv(self, iov: Sequence[tuple[int, int]], rq_id: int) -> int:
+        rc = self.transmitv_init(iov, rq_id)
+        if rc == 0:
+            self.transmit_push()
+        return rc
+
+    def transmit_batch(self, dma_addrs: U64Array, lengths: npt.NDArray[np.integer],
+                       rq_ids: U32Array) -> int:
+        """Queue and push many single-descriptor frames (numpy arrays).
+
+        Sends ``min(n, transmit_space())`` in order and returns that count (0 when the
+        ring is full); -EINVAL, sending none, on a bad id, address or length.
+        """
+        if self._closed:
+            return EBADF
+        addrs = np.asarray(dma_addrs, dtype=np.uint64)
+        lens = np.asarray(lengths, dtype=np.uint32)
+        ids = np.asarray(rq_ids, dtype=np.uint32)
+        if not addrs.shape == lens.shape == ids.shape or addrs.ndim != 1:
+            return EINVAL
+        n = min(int(addrs.shape[0]), self.transmit_space())
+        if n <= 0:
+            return 0
+        addrs, lens, ids = addrs[:n], lens[:n], ids[:n]
+        if ((ids == _MASK).any() or (lens < MIN_TX_FRAME).any()
+                or (lens > MAX_TX_FRAME).any() or not self._dma_ok_batch(addrs, lens)):
+            self._rejected += 1
+            return EINVAL
+        base = self._tx_added
+        _ring_store(self._tx_addr, base, self._tx_mask, addrs)
+        _ring_store(self._tx_len, base, self._tx_mask, lens)
+        _ring_store(self._tx_ids, base, self._tx_mask, ids)
+        self._tx_added = base + n
+        self.transmit_push()
+        return n
+
+    # ---- PIO ----------------------------------------------------------------------
+    @property
+    def pio(self) -> PioRegion:
+        """This VI's PIO region (allocated on first use; control path)."""
+        if self._pio is None:
+            self._check_open()
+            area = self.pd._hw.pio_area(PIO_SIZE)
+            if area is not None:
+                mv, dma = area
+                self.pd._add_range(dma, PIO_SIZE)
+                self._pio = PioRegion(mv, dma, PIO_SIZE, None)
+            elif self.driver.capabilities.pio and self.driver.capabilities.multi_region:
+                from efvi.memory import MemoryRegion
+                mr = MemoryRegion(self.pd, PIO_SIZE)
+                self._pio = PioRegion(mr.mv, mr.dma_base, PIO_SIZE, mr)
+            else:
+                raise UnsupportedError(
+                    f"the {self.driver.adapter.name} adapter has no PIO; use sim or xdp")
+        return self._pio
+
+    def transmit_pio(self, offset: int, length: int, rq_id: int) -> int:
+        """Send ``length`` bytes staged at ``offset`` of the PIO region.
+
+        ``offset`` must be a multiple of 64 and ``length`` ≥ 16 (else -EINVAL).
+        """
+        pio = self._pio
+        if pio is None:
+            pio = self.pio
+        if offset % PIO_ALIGN or length < PIO_MIN_LEN or offset < 0 or offset + length > pio.size:
+            self._rejected += 1
+            return EINVAL
+        return self.transmit(pio.dma_addr + offset, length, rq_id)
+
+    def transmit_copy_pio(self, offset: int, data: bytes | bytearray | memoryview,
+                          rq_id: int) -> int:
+        """Copy ``data`` into the PIO region at ``offset`` and send it."""
+        pio = self.pio
+        if offset % PIO_ALIGN or len(data) < PIO_MIN_LEN:
+            self._rejected += 1
+            return EINVAL
+        rc = pio.copy(offset, data)
+        return rc if rc else self.transmit(pio.dma_addr + offset, len(data), rq_id)
+
+    # ---- events ---------------------------------------------------------------------
+    def poll(self, max_events: int | None = None) -> EventBatch:
+        """Harvest up to ``max_events`` events as numpy columns (the batch form).
+
+        The columns are views into the VI's event buffer, valid until the next poll.
+        Cost: the adapter's harvest plus ~3 numpy calls; no per-event Python object.
+        """
+        if self._closed:
+            raise ClosedError("VI is closed")
+        cap = self.evq_size
+        n = self._hw.harvest(self._evbuf, cap if max_events is None or max_events > cap
+                             else max(max_events, 1))
+        recs = self._evbuf[:n]
+        if n:
+            t = recs["type"]
+            # RX (0) and RX_DISCARD (2) each consume one RX descriptor
+            self._rx_removed += int(np.count_nonzero((t & 0xFD) == 0))
+        return EventBatch(recs)
+
+    def eventq_poll(self, max_events: int = 64) -> list[Event]:
+        """Harvest up to ``max_events`` events as :class:`Event` objects.
+
+        Built on :meth:`poll`; costs one small object per event.
+        """
+        if max_events < EF_VI_EVENT_POLL_MIN_EVS:
+            max_events = EF_VI_EVENT_POLL_MIN_EVS
+        return self.poll(max_events).events()
+
+    def eventq_wait(self, timeout_ns: int | None = None) -> None:
+        """Block until events may be ready (or the timeout); then poll."""
+        if self._closed:
+            raise ClosedError("VI is closed")
+        self._hw.wait(timeout_ns)
+
+    def eventq_put(self, data: int) -> int:
+        """Queue a software event carrying 16 bits of ``data``; 0 or -EAGAIN."""
+        if self._closed:
+            return EBADF
+        return 0 if self._hw.sw_event(data & 0xFFFF) else EAGAIN
+
+    def transmit_unbundle(self, event: Event) -> list[int]:
+        """Request ids completed by a TX (or TX_ERROR) event, in submission order.
+
+        Frees their ring slots; at most 64 ids. Call once per TX event.
+        """
+        return self._unbundle_to(event.rq_id).tolist()
+
+    def transmit_completed(self, batch: EventBatch) -> U32Array:
+        """Every id completed by the TX and TX_ERROR events of ``batch``, in order.
+
+        The batch twin of :meth:`transmit_unbundle` (one numpy gather).
+        """
+        t = batch.type
+        sel = np.flatnonzero((t == _TX_TYPE) | (t == _TXERR_TYPE))
+        if sel.size == 0:
+            return np.empty(0, np.uint32)
+        return self._unbundle_to(int(batch.rq_id[sel[-1]]))
+
+    def _unbundle_to(self, desc_id: int) -> U32Array:
+        removed = self._tx_removed
+        n = (desc_id - removed) & _U32
+        if n == 0 or n > self._tx_pushed - removed:
+            return np.empty(0, np.uint32)
+        mask = self._tx_mask
+        a, b = removed & mask, (removed + n) & mask
+        if a < b:
+            ids = self._tx_ids[a:b]
+        else:
+            ids = self._tx_ids[np.arange(removed, removed + n, dtype=np.int64) & mask]
+        self._tx_removed = removed + n
+        return ids[ids != _MASK]
+
+    # ---- filters -------------------------------------------------------------------
+    def filter_add(self, spec: FilterSpec) -> FilterCookie:
+        """Steer frames matching ``spec`` to this VI (control path).
+
+        Raises FilterExistsError for an identical unicast steal filter on the port,
+        UnsupportedError when the adapter cannot steal (or sniff) as asked.
+        """
+        self._check_open()
+        _check_filter_mode(self.pd, spec)
+        handle = self.pd._hw.filter_add(spec, [self._hw])
+        cookie = FilterCookie(next(_cookie_ids), spec)
+        self._filters[cookie.filter_id] = (cookie, handle)
+        return cookie
+
+    def filter_del(self, cookie: FilterCookie) -> None:
+        self._check_open()
+        entry = self._filters.pop(cookie.filter_id, None)
+        if entry is None:
+            raise SetupError(f"filter {cookie.spec} is not installed on this VI",
+                             errno=errno.ENOENT)
+        self.pd._hw.filter_del(entry[1])
+
+    @property
+    def filters(self) -> list[FilterSpec]:
+        return [c.spec for c, _ in self._filters.values()]
+
+    # ---- stats and lifecycle -----------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        """Counters: ``rx_packets``, ``rx_bytes``, ``tx_packets``, ``tx_bytes``, and
+        drops by cause (every key ending ``_drops``), plus ``drops``, their sum."""
+        s: dict[str, int] = {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0,
+                             "rx_nodesc_drops": 0, "rx_trunc_drops": 0}
+        s.update(self._hw.stats())
+        s["rejected_calls"] = self._rejected
+        s["rx_fill_level"] = self.receive_fill_level()
+        s["tx_fill_level"] = self.transmit_fill_level()
+        s["drops"] = sum(v for k, v in s.items() if k.endswith("_drops"))
+        return s
+
+    def _dma_ok_batch(self, addrs: U64Array, lens: npt.NDArray[np.uint32] | None) -> bool:
+        pd = self.pd
+        ends = addrs + (lens.astype(np.uint64) if lens is not None else np.uint64(1))
+        if pd._hi:
+            return bool((addrs >= pd._lo).all() and (ends <= pd._hi).all())
+        if not pd._regions:
+            return False
+        bases = np.asarray(pd._bases, dtype=np.uint64)
+        limits = np.asarray([e for _, e, _ in pd._regions], dtype=np.uint64)
+        i = np.searchsorted(bases, addrs, side="right") - 1
+        if (i < 0).any():
+            return False
+        return bool((ends <= limits[i]).all())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("VI is closed")
+        self.pd._check_open()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Remove this VI's filters and free its queues (idempotent)."""
+        if self._closed:
+            return
+        for _, handle in list(self._filters.values()):
+            try:
+                self.pd._hw.filter_del(handle)
+            except Exception:  # noqa: BLE001 - teardown continues whatever happens
+                pass
+        self._filters.clear()
+        self._closed = True
+        self._hw.close()
+        self.pd._vis.discard(self)
+
+    def __enter__(self) -> "VirtualInterface":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VISet:
+    """``n`` VIs sharing a filter's traffic by symmetric flow hash (``ef_vi_set``)."""
+
+    def __init__(self, pd: ProtectionDomain, n: int, rxq: int = -1, txq: int = -1,
+                 evq: int = -1, flags: int = 0) -> None:
+        pd._check_open()
+        if not pd.driver.capabilities.vi_sets:
+            raise UnsupportedError(f"the {pd.driver.adapter.name} adapter has no VI sets")
+        if not 1 <= n <= 64:
+            raise SetupError(f"a VI set has 1..64 VIs, not {n}", errno=errno.EINVAL)
+        self.pd = pd
+        self.vis = [VirtualInterface(pd, rxq, txq, evq, flags, queue=i) for i in range(n)]
+        self._filters: dict[int, tuple[FilterCookie, object]] = {}
+
+    def __len__(self) -> int:
+        return len(self.vis)
+
+    def __getitem__(self, i: int) -> VirtualInterface:
+        return self.vis[i]
+
+    def filter_add(self, spec: FilterSpec) -> FilterCookie:
+        """Spread frames matching ``spec`` over the set's VIs by flow hash."""
+        self.pd._check_open()
+        _check_filter_mode(self.pd, spec)
+        handle = self.pd._hw.filter_add(spec, [vi._hw for vi in self.vis])
+        cookie = FilterCookie(next(_cookie_ids), spec)
+        self._filters[cookie.filter_id] = (cookie, handle)
+        return cookie
+
+    def filter_del(self, cookie: FilterCookie) -> None:
+        entry = self._filters.pop(cookie.filter_id, None)
+        if entry is None:
+            raise SetupError(f"filter {cookie.spec} is not installed on this set",
+                             errno=errno.ENOENT)
+        self.pd._hw.filter_del(entry[1])
+
+    def close(self) -> None:
+        for _, handle in list(self._filters.values()):
+            try:
+                self.pd._hw.filter_del(handle)
+            except Exception:  # noqa: BLE001
+                pass
+        self._filters.clear()
+        for vi in self.vis:
+            vi.close()
+
+    def __enter__(self) -> "VISet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ring_span(addr: U64Array, ids: U32Array, lo: int, hi: int,
+               mask: int) -> tuple[U64Array, U32Array]:
+    a, b = lo & mask, hi & mask
+    if a < b:
+        return addr[a:b], ids[a:b]
+    idx = np.arange(lo, hi, dtype=np.int64) & mask
+    return addr[idx], ids[idx]
+
+
+def _ring_store(ring: npt.NDArray[np.generic], start: int, mask: int,
+                values: npt.NDArray[np.generic]) -> None:
+    n = values.shape[0]
+    a = start & mask
+    first = min(n, mask + 1 - a)
+    ring[a:a + first] = values[:first]
+    if first < n:
+        ring[:n - first] = values[first:]
