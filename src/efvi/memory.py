@@ -61,7 +61,7 @@ class MemoryRegion:
             self._map.madvise(mmap.MADV_DONTFORK)
         err = _lock(self._map, nbytes)
         self.locked = err == 0
-        if err and pd.driver.adapter.capabilities.zero_copy:
+        if err and pd.driver.adapter.requires_locked_memory:
             self._map.close()
             raise SetupError(
                 f"cannot lock {nbytes} bytes of packet memory", errno=err,

@@ -167,6 +167,8 @@ class Adapter(ABC):
     """One opened interface (the ``Driver``'s back end)."""
 
     name: str = "?"
+    #: True if registered memory must be mlock'ed (the kernel pins it for DMA)
+    requires_locked_memory: bool = False
 
     def __init__(self, iface: str, queue: int | None, options: dict[str, str]) -> None:
         self.iface = iface

@@ -1,0 +1,309 @@
+"""Ports of the software NIC and the virtual wires between them.
+
+A :class:`SimPort` is one NIC port: a MAC, addresses, a filter table
+(:class:`~efvi.adapters.sim.filter_table.FilterTable`), a kernel side that gets
+what no filter steals, and a link to the ports on the same wire (or to itself, with
+``loopback``). Ports live in a process-wide :class:`Fabric`, named, created on first
+use, so ``Driver.open("sim:a?wire=w")`` and ``Driver.open("sim:b?wire=w")`` are two
+ends of one wire.
+
+Data movement is batch first: a TX doorbell hands a :class:`FrameBatch` (offsets and
+lengths into one flat byte array) to :meth:`SimPort.receive` of each port on the
+wire, which classifies frames by flow, asks the filter table once per flow, and DMAs
+each target VI's share with a few numpy operations.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from efvi.adapters.sim.clock import Clock, RealClock, VirtualClock
+from efvi.adapters.sim.filter_table import Decision, FilterEntry, FilterTable
+from efvi.wire.classify import classify_one
+
+if TYPE_CHECKING:
+    from efvi.adapters.sim.vi import SimVI
+
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+
+#: bytes of each frame the flow key looks at
+KEY_BYTES = 40
+_AR_KEY = np.arange(KEY_BYTES, dtype=np.int64)
+#: per-frame wire overhead: preamble 8 + FCS 4 + inter-frame gap 12
+WIRE_OVERHEAD = 24
+#: propagation + PHY/MAC latency of a virtual wire, ns
+WIRE_LATENCY_NS = 350
+_HASH_MULT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                       0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD], dtype=np.uint64)
+# bytes of a plain IPv4 (IHL 5) UDP frame that do not change where it is routed:
+# total length and id (16..19; the key keeps a "UDP header present" flag in 16),
+# TTL (22), header checksum (24..25), UDP length and checksum (38..39).
+_CANON_ZERO = np.array([17, 18, 19, 22, 24, 25, 38, 39], dtype=np.int64)
+
+
+@dataclass(slots=True)
+class FrameBatch:
+    """Frames at ``offs[i]`` (``lens[i]`` bytes) of the flat ``mem``, sent at ``ts[i]``."""
+
+    mem: U8
+    offs: I64
+    lens: I64
+    ts: I64
+
+    def __len__(self) -> int:
+        return int(self.offs.shape[0])
+
+    def frame(self, i: int) -> bytes:
+        o = int(self.offs[i])
+        return self.mem[o:o + int(self.lens[i])].tobytes()
+
+    @staticmethod
+    def from_frames(frames: list[bytes], ts: I64) -> "FrameBatch":
+        lens = np.fromiter((len(f) for f in frames), dtype=np.int64, count=len(frames))
+        offs = np.zeros(len(frames), dtype=np.int64)
+        if len(frames) > 1:
+            np.cumsum(lens[:-1], out=offs[1:])
+        mem = np.frombuffer(b"".join(frames) + bytes(KEY_BYTES), dtype=np.uint8)
+        return FrameBatch(mem, offs, lens, ts)
+
+
+class SimPort:
+    """One port of the software NIC (see the module doc)."""
+
+    def __init__(self, fabric: "Fabric", name: str, mac: bytes, ipv4: tuple[str, ...],
+                 mtu: int, clock: Clock) -> None:
+        self.fabric = fabric
+        self.name = name
+        self.mac = mac
+        self.mac_int = int.from_bytes(mac, "big")
+        self.ipv4 = ipv4
+        self.mtu = mtu
+        self.clock = clock
+        self.ifindex = fabric.next_ifindex()
+        self.table = FilterTable()
+        self.wire: str | None = None
+        self.loopback = False
+        self.link_up = True
+        self.kernel_groups: frozenset[int] = frozenset()
+        self.wire_free_at = 0
+        self._cache: dict[bytes, Decision] = {}
+        self._cache_version = -1
+        self.users = 0
+        #: counters of the port (kernel side and wire)
+        self.counters: dict[str, int] = collections.defaultdict(int)
+        #: the last frames the kernel side got (for tests and tools)
+        self.kernel_rx: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=256)
+        #: fault injection for tests: the next TX doorbell completes with this TX_ERROR
+        self.fail_next_tx: int | None = None
+
+    # ---- topology ------------------------------------------------------------------
+    def peers(self) -> list["SimPort"]:
+        """Ports that receive what this port transmits."""
+        out = [self] if self.loopback else []
+        if self.wire is not None:
+            out += [p for p in self.fabric.wires.get(self.wire, ()) if p is not self]
+        return out
+
+    @property
+    def max_frame(self) -> int:
+        """Longest frame the MAC accepts: MTU + Ethernet header + two VLAN tags."""
+        return self.mtu + 14 + 8
+
+    def join_group(self, group_mac: bytes) -> None:
+        """Let the kernel side accept a multicast MAC (an IGMP join, in effect)."""
+        self.kernel_groups = self.kernel_groups | {int.from_bytes(group_mac, "big")}
+
+    # ---- transmit ---------------------------------------------------------------------
+    def serialise(self, lens: I64, ready_ns: int) -> I64:
+        """Wire timestamps (start of each frame) for frames queued at ``ready_ns``.
+
+        Frames leave back to back at the port's line rate; the clock moves to the end of
+        the last one (virtual clock) — cost: one cumsum.
+        """
+        clock = self.clock
+        if isinstance(clock, RealClock):
+            now = clock.now_ns()
+            return np.full(lens.shape[0], now, dtype=np.int64)
+        start = max(ready_ns, self.wire_free_at)
+        ser = ((lens + WIRE_OVERHEAD) * 8 * 1000) // self.fabric.rate_mbps
+        ends = start + np.cumsum(ser)
+        ts = ends - ser
+        self.wire_free_at = int(ends[-1]) if ends.shape[0] else start
+        return ts
+
+    def deliver(self, batch: FrameBatch) -> None:
+        """Put a transmitted batch on the wire: every peer port receives it."""
+        if not self.link_up:
+            self.counters["tx_link_down_drops"] += len(batch)
+            return
+        self.counters["tx_packets"] += len(batch)
+        peers = self.peers()
+        if not peers:
+            self.counters["tx_no_peer_drops"] += len(batch)
+        for p in peers:
+            p.receive(batch)
+
+    # ---- receive ----------------------------------------------------------------------
+    def receive(self, batch: FrameBatch) -> None:
+        """Route a batch of arriving frames (cost: O(n) numpy + one decision per flow)."""
+        n = len(batch)
+        if n == 0:
+            return
+        if self.table.version != self._cache_version:
+            self._cache.clear()
+            self._cache_version = self.table.version
+        ts = batch.ts
+        if isinstance(self.clock, VirtualClock):
+            ts = ts + (WIRE_LATENCY_NS + ((batch.lens + WIRE_OVERHEAD) * 8 * 1000)
+                       // self.fabric.rate_mbps)
+            self.clock.advance_to(int(ts[-1]))
+        else:
+            ts = np.full(n, self.clock.now_ns(), dtype=np.int64)
+        self.counters["rx_packets"] += n
+        too_long = batch.lens > self.max_frame
+        groups, decisions = self._route(batch)
+        # deliveries: target VI -> mask of frames
+        per_vi: dict[int, tuple["SimVI", npt.NDArray[np.bool_]]] = {}
+        kernel = np.zeros(len(decisions), dtype=bool)
+        miss = np.zeros(len(decisions), dtype=bool)
+        for g, d in enumerate(decisions):
+            kernel[g] = d.to_kernel
+            miss[g] = d.filter_miss
+            for entry in d.steal + d.sniff:
+                vi = _pick(entry, d.flow_hash)
+                slot = per_vi.get(id(vi))
+                if slot is None:
+                    slot = (vi, np.zeros(len(decisions), dtype=bool))
+                    per_vi[id(vi)] = slot
+                slot[1][g] = True
+        for vi, gmask in per_vi.values():
+            sel = np.flatnonzero(gmask[groups])
+            if sel.size:
+                vi.dma_in(batch, sel, ts, too_long)
+        if kernel.any():
+            ksel = np.flatnonzero(kernel[groups])
+            self.counters["kernel_rx_packets"] += int(ksel.size)
+            self.counters["kernel_rx_bytes"] += int(batch.lens[ksel].sum())
+            for i in ksel[-self.kernel_rx.maxlen:] if self.kernel_rx.maxlen else ():
+                self.kernel_rx.append((int(ts[i]), batch.frame(int(i))))
+        if miss.any():
+            self.counters["rx_filter_miss_drops"] += int(np.count_nonzero(miss[groups]))
+
+    def _route(self, batch: FrameBatch) -> tuple[I64, list[Decision]]:
+        """Group frames by flow and decide once per flow: (group of each frame, decisions)."""
+        n = len(batch)
+        mem = batch.mem
+        idx = batch.offs[:, None] + _AR_KEY
+        np.minimum(idx, mem.shape[0] - 1, out=idx)
+        hdr = mem[idx]
+        short = batch.lens < KEY_BYTES
+        if short.any():
+            hdr[_AR_KEY[None, :] >= batch.lens[:, None]] = 0
+        canon = ((hdr[:, 12] == 8) & (hdr[:, 13] == 0) & (hdr[:, 14] == 0x45)
+                 & (hdr[:, 23] == 17) & ((hdr[:, 20] & 0x3F) == 0) & (hdr[:, 21] == 0))
+        decisions: list[Decision] = []
+        groups = np.empty(n, dtype=np.int64)
+        cache = self._cache
+        port_mac = self.port_mac_int = self.mac_int
+        if canon.any():
+            ci = np.flatnonzero(canon)
+            key = hdr[ci]
+            tot = (key[:, 16].astype(np.int64) << 8) | key[:, 17]
+            udp_ok = (batch.lens[ci] >= 42) & (tot >= 28)
+            key[:, _CANON_ZERO] = 0
+            key[:, 16] = udp_ok
+            words = key.view(np.uint64)  # (m, 5)
+            h = (words * _HASH_MULT).sum(axis=1, dtype=np.uint64)
+            uniq, first, inv = np.unique(h, return_index=True, return_inverse=True)
+            if not (key == key[first[inv]]).all():  # a hash collision: be exact
+                _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+            inv = inv.reshape(-1)
+            for j in first.tolist():
+                kb = key[j].tobytes()
+                d = cache.get(kb)
+                if d is None:
+                    d = self.table.decide(classify_one(batch.frame(int(ci[j]))), port_mac,
+                                          self.kernel_groups)
+                    if len(cache) < 65536:
+                        cache[kb] = d
+                decisions.append(d)
+            groups[ci] = inv
+        if not canon.all():
+            for i in np.flatnonzero(~canon).tolist():
+                groups[i] = len(decisions)
+                decisions.append(self.table.decide(classify_one(batch.frame(i)), port_mac,
+                                                   self.kernel_groups))
+        return groups, decisions
+
+
+def _pick(entry: FilterEntry, fhash: int) -> "SimVI":
+    targets = entry.targets
+    if len(targets) == 1:
+        return targets[0]  # type: ignore[no-any-return]
+    return targets[fhash % len(targets)]  # type: ignore[no-any-return]
+
+
+class Fabric:
+    """Every sim port and wire of this process."""
+
+    def __init__(self) -> None:
+        self.ports: dict[str, SimPort] = {}
+        self.wires: dict[str, list[SimPort]] = {}
+        self.clock = VirtualClock()
+        self.rate_mbps = 10_000
+        self._ifindex = 100
+
+    def next_ifindex(self) -> int:
+        self._ifindex += 1
+        return self._ifindex
+
+    def port(self, name: str, options: dict[str, str]) -> SimPort:
+        """The port called ``name``, created with ``options`` on first use."""
+        port = self.ports.get(name)
+        if port is None:
+            h = zlib.crc32(name.encode())
+            mac = bytes.fromhex(options["mac"].replace(":", "")) if "mac" in options else \
+                bytes([0x02, 0x00, 0x5E, (h >> 16) & 0xFF, (h >> 8) & 0xFF, h & 0xFF])
+            ip = options.get("ip") or f"198.18.{100 + (h >> 8) % 100}.{1 + h % 250}"
+            ipaddress.IPv4Address(ip)
+            clock: Clock = RealClock() if options.get("clock") == "real" else self.clock
+            port = SimPort(self, name, mac, (ip,), int(options.get("mtu", 1500)), clock)
+            self.ports[name] = port
+        if options.get("loopback") in ("1", "true", "yes"):
+            port.loopback = True
+        wire = options.get("wire")
+        if wire and port.wire != wire:
+            ends = self.wires.setdefault(wire, [])
+            ends.append(port)
+            port.wire = wire
+        return port
+
+    def release(self, port: SimPort) -> None:
+        """Forget a port no driver uses any more (its wire end is freed)."""
+        if port.users > 0:
+            return
+        if port.wire is not None:
+            ends = self.wires.get(port.wire, [])
+            if port in ends:
+                ends.remove(port)
+            if not ends:
+                self.wires.pop(port.wire, None)
+        self.ports.pop(port.name, None)
+
+    def reset(self) -> None:
+        """Drop every port and wire and restart the virtual clock (tests)."""
+        self.ports.clear()
+        self.wires.clear()
+        self.clock = VirtualClock()
+
+
+#: The process-wide fabric.
+FABRIC = Fabric()
