@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from efvi.adapters.sim.dma import gather_rows
 from efvi.adapters.sim.clock import Clock, RealClock, VirtualClock
 from efvi.adapters.sim.filter_table import Decision, FilterEntry, FilterTable
 from efvi.wire.classify import classify_one
@@ -201,9 +202,7 @@ class SimPort:
         """Group frames by flow and decide once per flow: (group of each frame, decisions)."""
         n = len(batch)
         mem = batch.mem
-        idx = batch.offs[:, None] + _AR_KEY
-        np.minimum(idx, mem.shape[0] - 1, out=idx)
-        hdr = mem[idx]
+        hdr = gather_rows(mem, batch.offs, KEY_BYTES)
         short = batch.lens < KEY_BYTES
         if short.any():
             hdr[_AR_KEY[None, :] >= batch.lens[:, None]] = 0

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from efvi.adapters.base import EventArray, HwVI, U32Array, U64Array
+from efvi.adapters.sim.dma import scatter
 from efvi.adapters.sim.port import FrameBatch
 from efvi.constants import EF_REQUEST_ID_MASK, EF_VI_TRANSMIT_BATCH, PKT_BUF_SIZE
 from efvi.events import DiscardReason, EventType, RxFlags, event_array
@@ -22,7 +23,6 @@ _TX = int(EventType.TX)
 _SOP = int(RxFlags.SOP)
 _CONT = int(RxFlags.CONT)
 _MCAST = int(RxFlags.MULTICAST)
-_VEC_LIMIT = 1 << 18  # largest (frames x bytes) copied with one fancy-index assignment
 
 
 class SimVI(HwVI):
@@ -137,20 +137,7 @@ class SimVI(HwVI):
                 mem[off:off + ln] = batch.mem[o:o + ln]
         else:
             mem, doffs = dst
-            w = int(lens.max())
-            if m * w <= _VEC_LIMIT:
-                ar = np.arange(w, dtype=np.int64)
-                src_idx = batch.offs[sel][:, None] + ar
-                dst_idx = doffs[:, None] + ar
-                if int(lens.min()) == w:
-                    mem[dst_idx] = batch.mem[src_idx]
-                else:
-                    keep = ar[None, :] < lens[:, None]
-                    mem[dst_idx[keep]] = batch.mem[src_idx[keep]]
-            else:
-                src = batch.mem
-                for o, d, ln in zip(batch.offs[sel].tolist(), doffs.tolist(), lens.tolist()):
-                    mem[d:d + ln] = src[o:o + ln]
+            scatter(mem, doffs, batch.mem, batch.offs[sel], lens)
         idx = self._events(m)
         if idx is None:
             return
