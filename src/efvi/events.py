@@ -14,8 +14,8 @@ never exceptions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -99,9 +99,8 @@ def event_array(n: int) -> npt.NDArray[np.void]:
     return np.zeros(n, dtype=EVENT_DTYPE)
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event, as ``eventq_poll`` returns it.
+class Event(NamedTuple):
+    """One event, as ``eventq_poll`` returns it (fields in :data:`EVENT_DTYPE` order).
 
     ``type`` is an :class:`EventType`; ``subtype`` a :class:`DiscardReason` or
     :class:`TxErrorType` where relevant; ``rq_id`` the request id (RX) or the TX ring
@@ -109,13 +108,13 @@ class Event:
     """
 
     type: EventType
+    subtype: int
+    flags: int
     q_id: int
+    ofs: int
     rq_id: int
     len: int
-    flags: int
-    subtype: int
     ts_ns: int
-    ofs: int = 0
 
     @property
     def sop(self) -> bool:
@@ -136,45 +135,41 @@ _TYPES = tuple(EventType(i) for i in range(len(EventType)))
 class EventBatch:
     """Events of one poll as numpy columns (views; valid until the next poll).
 
-    Columns: ``type``, ``subtype``, ``flags``, ``q_id``, ``rq_id``, ``len``,
-    ``ts_ns``. ``records`` is the underlying structured array. Use
-    ``batch.rx_mask()`` etc. for vectorised selection; ``batch.events()`` builds
-    :class:`Event` objects (one Python object per event: the per-packet path).
+    Columns (properties, each a view made on access): ``type``, ``subtype``,
+    ``flags``, ``q_id``, ``ofs``, ``rq_id``, ``len``, ``ts_ns``. ``records`` is the
+    underlying structured array. ``batch.events()`` builds :class:`Event` objects
+    (one Python object per event: the per-packet path).
     """
 
-    __slots__ = ("records", "type", "subtype", "flags", "q_id", "ofs", "rq_id", "len", "ts_ns")
+    __slots__ = ("records",)
 
     def __init__(self, records: npt.NDArray[np.void]) -> None:
         self.records = records
-        self.type = records["type"]
-        self.subtype = records["subtype"]
-        self.flags = records["flags"]
-        self.q_id = records["q_id"]
-        self.ofs = records["ofs"]
-        self.rq_id = records["rq_id"]
-        self.len = records["len"]
-        self.ts_ns = records["ts_ns"]
 
     def __len__(self) -> int:
         return int(self.records.shape[0])
 
+    type = property(lambda self: self.records["type"])
+    subtype = property(lambda self: self.records["subtype"])
+    flags = property(lambda self: self.records["flags"])
+    q_id = property(lambda self: self.records["q_id"])
+    ofs = property(lambda self: self.records["ofs"])
+    rq_id = property(lambda self: self.records["rq_id"])
+    len = property(lambda self: self.records["len"])
+    ts_ns = property(lambda self: self.records["ts_ns"])
+
     def mask(self, etype: EventType) -> npt.NDArray[np.bool_]:
-        return self.type == int(etype)
+        return self.records["type"] == int(etype)
 
     def rx_mask(self) -> npt.NDArray[np.bool_]:
-        return self.type == int(EventType.RX)
+        return self.records["type"] == int(EventType.RX)
 
     def tx_mask(self) -> npt.NDArray[np.bool_]:
-        return self.type == int(EventType.TX)
+        return self.records["type"] == int(EventType.TX)
 
     def events(self) -> list[Event]:
-        """Per-event objects (cost: one object per event)."""
-        out: list[Event] = []
-        append = out.append
-        for t, st, fl, q, rq, ln, ts, of in zip(
-            self.type.tolist(), self.subtype.tolist(), self.flags.tolist(),
-            self.q_id.tolist(), self.rq_id.tolist(), self.len.tolist(),
-            self.ts_ns.tolist(), self.ofs.tolist(),
-        ):
-            append(Event(_TYPES[t], q, rq, ln, fl, st, ts, of))
-        return out
+        """Per-event objects (cost: one small tuple per event)."""
+        mk = Event._make
+        types = _TYPES
+        return [mk((types[t], st, fl, q, of, rq, ln, ts))
+                for t, st, fl, q, of, rq, ln, ts in self.records.tolist()]

@@ -135,6 +135,7 @@ class VirtualInterface:
         self._tx_len = np.zeros(ts, np.uint32)
         self._tx_added = self._tx_pushed = self._tx_removed = 0
         self._evbuf = event_array(self.evq_size)
+        self._empty = EventBatch(self._evbuf[:0])
         self._filters: dict[int, tuple[FilterCookie, object]] = {}
         self._pio: PioRegion | None = None
         self._rejected = 0  # data-path calls refused with -EINVAL
@@ -407,11 +408,11 @@ class VirtualInterface:
         cap = self.evq_size
         n = self._hw.harvest(self._evbuf, cap if max_events is None or max_events > cap
                              else max(max_events, 1))
+        if n == 0:
+            return self._empty
         recs = self._evbuf[:n]
-        if n:
-            t = recs["type"]
-            # RX (0) and RX_DISCARD (2) each consume one RX descriptor
-            self._rx_removed += int(np.count_nonzero((t & 0xFD) == 0))
+        # RX (0) and RX_DISCARD (2) each consume one RX descriptor
+        self._rx_removed += int(np.count_nonzero((recs["type"] & 0xFD) == 0))
         return EventBatch(recs)
 
     def eventq_poll(self, max_events: int = 64) -> list[Event]:
@@ -459,6 +460,11 @@ class VirtualInterface:
         if n == 0 or n > self._tx_pushed - removed:
             return np.empty(0, np.uint32)
         mask = self._tx_mask
+        self_ids = self._tx_ids
+        if n <= 4:  # the per-packet case: plain ints are cheaper than numpy here
+            self._tx_removed = removed + n
+            return np.array([x for x in (int(self_ids[(removed + k) & mask]) for k in range(n))
+                             if x != _MASK], dtype=np.uint32)
         a, b = removed & mask, (removed + n) & mask
         if a < b:
             ids = self._tx_ids[a:b]

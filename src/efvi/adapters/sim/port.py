@@ -140,6 +140,57 @@ class SimPort:
         self.wire_free_at = int(ends[-1]) if ends.shape[0] else start
         return ts
 
+    def serialise_one(self, length: int) -> int:
+        """:meth:`serialise` for one frame (no numpy)."""
+        clock = self.clock
+        if isinstance(clock, RealClock):
+            return clock.now_ns()
+        start = max(clock.now_ns(), self.wire_free_at)
+        self.wire_free_at = start + ((length + WIRE_OVERHEAD) * 8 * 1000) // self.fabric.rate_mbps
+        return start
+
+    def deliver_one(self, frame: bytes, ts: int) -> None:
+        """:meth:`deliver` for one frame (no numpy)."""
+        if not self.link_up:
+            self.counters["tx_link_down_drops"] += 1
+            return
+        self.counters["tx_packets"] += 1
+        peers = self.peers()
+        if not peers:
+            self.counters["tx_no_peer_drops"] += 1
+        for p in peers:
+            p.receive_one(frame, ts)
+
+    def receive_one(self, frame: bytes, ts: int) -> None:
+        """:meth:`receive` for one frame: same routing, same cache, no numpy."""
+        if self.table.version != self._cache_version:
+            self._cache.clear()
+            self._cache_version = self.table.version
+        ln = len(frame)
+        if isinstance(self.clock, VirtualClock):
+            ts += WIRE_LATENCY_NS + ((ln + WIRE_OVERHEAD) * 8 * 1000) // self.fabric.rate_mbps
+            self.clock.advance_to(ts)
+        else:
+            ts = self.clock.now_ns()
+        c = self.counters
+        c["rx_packets"] += 1
+        key = scalar_key(frame)
+        d = self._cache.get(key) if key is not None else None
+        if d is None:
+            d = self.table.decide(classify_one(frame), self.mac_int, self.kernel_groups)
+            if key is not None and len(self._cache) < 65536:
+                self._cache[key] = d
+        for entry in d.steal:
+            _pick(entry, d.flow_hash).dma_in_one(frame, ts)
+        for entry in d.sniff:
+            _pick(entry, d.flow_hash).dma_in_one(frame, ts)
+        if d.to_kernel:
+            c["kernel_rx_packets"] += 1
+            c["kernel_rx_bytes"] += ln
+            self.kernel_rx.append((ts, frame))
+        elif d.filter_miss:
+            c["rx_filter_miss_drops"] += 1
+
     def deliver(self, batch: FrameBatch) -> None:
         """Put a transmitted batch on the wire: every peer port receives it."""
         if not self.link_up:
@@ -241,6 +292,20 @@ class SimPort:
                 decisions.append(self.table.decide(classify_one(batch.frame(i)), port_mac,
                                                    self.kernel_groups))
         return groups, decisions
+
+
+_ZERO2 = b"\x00\x00"
+
+
+def scalar_key(frame: bytes) -> bytes | None:
+    """The flow key :meth:`SimPort._route` computes, for one frame (None: no key)."""
+    if len(frame) < 38 or frame[12:15] != b"\x08\x00\x45" or frame[23] != 17 \
+            or frame[20] & 0x3F or frame[21]:
+        return None
+    tot = (frame[16] << 8) | frame[17]
+    ok = b"\x01" if len(frame) >= 42 and tot >= 28 else b"\x00"
+    return b"".join((frame[:16], ok, b"\x00\x00\x00", frame[20:22], b"\x00", frame[23:24],
+                     _ZERO2, frame[26:38], _ZERO2))
 
 
 def _pick(entry: FilterEntry, fhash: int) -> "SimVI":

@@ -1,0 +1,148 @@
+"""The I/O shells around the codecs (private): a chunked read buffer and a write sink.
+
+Readers hold at most one chunk plus one record in memory (constant memory for files
+of any size); writers hand whole records to the OS, so a process killed at any point
+leaves a file whose complete records all read back (at worst the last record is cut,
+which a reader reports as a truncated record *after* delivering the others).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import BinaryIO
+
+from efvi.errors import FormatError
+
+PathOrFile = str | os.PathLike[str] | BinaryIO
+
+CHUNK = 1 << 20
+
+
+def open_input(src: PathOrFile) -> tuple[BinaryIO, str | None, bool]:
+    """(file, path-for-messages, we-own-it). ``"-"`` is stdin."""
+    if isinstance(src, (str, os.PathLike)):
+        p = os.fspath(src)
+        if p == "-":
+            import sys
+            return sys.stdin.buffer, "<stdin>", False
+        return open(p, "rb", buffering=0), p, True
+    return src, getattr(src, "name", None) if isinstance(getattr(src, "name", None), str) \
+        else None, False
+
+
+class Source:
+    """A read buffer over a binary file: ``buf[pos:]`` is unread, ``base`` is the file
+    offset of ``buf[0]``. :meth:`fill` keeps at least ``n`` unread bytes available,
+    dropping what was consumed (so memory stays at one chunk plus one record)."""
+
+    __slots__ = ("f", "path", "buf", "base", "pos", "chunk", "eof")
+
+    def __init__(self, f: BinaryIO, path: str | None, chunk: int = CHUNK) -> None:
+        self.f = f
+        self.path = path
+        self.buf = b""
+        self.base = 0
+        self.pos = 0
+        self.chunk = chunk
+        self.eof = False
+
+    @property
+    def offset(self) -> int:
+        """File offset of the next unread byte."""
+        return self.base + self.pos
+
+    def fill(self, n: int) -> bool:
+        """Make ``n`` unread bytes available; False if the file ends first (then all
+        remaining bytes are in ``buf[pos:]``)."""
+        have = len(self.buf) - self.pos
+        if have >= n:
+            return True
+        parts = [self.buf[self.pos:]] if have else []
+        self.base += self.pos
+        self.pos = 0
+        while have < n and not self.eof:
+            data = self.f.read(max(self.chunk, n - have))
+            if not data:
+                self.eof = True
+                break
+            parts.append(data)
+            have += len(data)
+        self.buf = b"".join(parts)
+        return have >= n
+
+    def take(self, n: int) -> bytes:
+        """Exactly ``n`` bytes (caller checked :meth:`fill`)."""
+        out = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def error(self, message: str, offset: int) -> FormatError:
+        return FormatError(message, offset=offset, path=self.path)
+
+
+class Sink:
+    """Buffered writer of whole records.
+
+    ``buffer_size`` bytes are gathered before one ``write`` to the OS; with
+    ``packet_buffered`` (tcpdump ``-U``) every record is handed over at once.
+    """
+
+    __slots__ = ("f", "own", "pending", "buffer_size", "packet_buffered", "closed", "raw")
+
+    def __init__(self, dst: PathOrFile, *, buffer_size: int = 1 << 16,
+                 packet_buffered: bool = False) -> None:
+        if isinstance(dst, (str, os.PathLike)):
+            p = os.fspath(dst)
+            if p == "-":
+                import sys
+                self.f: BinaryIO = sys.stdout.buffer
+                self.own = False
+            else:
+                self.f = open(p, "wb", buffering=0)
+                self.own = True
+        else:
+            self.f = dst
+            self.own = False
+        self.raw = isinstance(self.f, io.RawIOBase)
+        self.pending = bytearray()
+        self.buffer_size = buffer_size
+        self.packet_buffered = packet_buffered
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.pending += data
+        if self.packet_buffered or len(self.pending) >= self.buffer_size:
+            self.flush()
+
+    def write_now(self, data: bytes | bytearray | memoryview) -> None:
+        """Flush what is pending, then hand ``data`` (large) to the OS directly."""
+        self.flush()
+        self._out(memoryview(data).cast("B"))
+        if not self.raw:
+            self.f.flush()
+
+    def _out(self, view: memoryview) -> None:
+        while len(view):
+            n = self.f.write(view)
+            if n is None:  # non-blocking raw stream that would block: retry
+                continue
+            view = view[n:]
+
+    def flush(self) -> None:
+        if self.pending:
+            data = self.pending
+            self.pending = bytearray()
+            self._out(memoryview(data))
+        if not self.raw:
+            self.f.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self.closed = True
+            if self.own:
+                self.f.close()
