@@ -70,7 +70,8 @@ def pack_rows(header: U8, frames: U8, caplen: I64, data_cols: int,
         if bool(c == 0 or rec_len.min() == rec_len.max() == cols):
             return out.tobytes()
     mask = np.arange(out.shape[1]) < rec_len[:, None]
-    return out[mask].tobytes()
+    packed: bytes = out[mask].tobytes()
+    return packed
 
 
 def gather_u32(arr: U8, offs: I64, little: bool) -> I64:

@@ -69,7 +69,7 @@ class RecordBatch:
     def frame(self, i: int) -> memoryview:
         """Frame ``i`` as a zero-copy view into :attr:`buf`."""
         off = int(self.data_offset[i])
-        return memoryview(self.buf)[off:off + int(self.caplen[i])]
+        return self.buf.data[off:off + int(self.caplen[i])]
 
     def frames(self, width: int | None = None) -> npt.NDArray[np.uint8]:
         """A new (N, W) uint8 array, frame ``i`` left-aligned in row ``i`` and zero
@@ -83,7 +83,7 @@ class RecordBatch:
         cols = np.arange(w, dtype=np.int64)
         idx = self.data_offset[:, None] + cols
         np.minimum(idx, self.buf.shape[0] - 1, out=idx)
-        out = self.buf[idx]
+        out: npt.NDArray[np.uint8] = self.buf[idx]
         out[cols >= self.caplen[:, None].astype(np.int64)] = 0
         return out
 
