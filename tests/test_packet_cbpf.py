@@ -287,6 +287,19 @@ def test_check_rejects_bad_programs() -> None:
                     cbpf.Insn(cbpf.BPF_RET, 0, 0, 0)])
     with pytest.raises(ValueError):
         cbpf.check([cbpf.Insn(cbpf.BPF_LD | cbpf.BPF_IMM, 0, 0, 1)])
+    I = cbpf.Insn
+    # M[0] is loaded on a path (the jump) that skipped its store: the kernel says EINVAL
+    skipped_store = [I(cbpf.BPF_LD | cbpf.BPF_IMM, k=1), I(cbpf.BPF_JMP | cbpf.BPF_JEQ, 1, 0, 1),
+                     I(cbpf.BPF_ST, k=0), I(cbpf.BPF_LD | cbpf.BPF_MEM, k=0),
+                     I(cbpf.BPF_RET | cbpf.BPF_A)]
+    with pytest.raises(ValueError, match="M\\[0\\]"):
+        cbpf.check(skipped_store)
+    # falling through a ret keeps the state before it (the kernel's linear check)
+    after_ret = [I(cbpf.BPF_LD | cbpf.BPF_IMM, k=1), I(cbpf.BPF_JMP | cbpf.BPF_JEQ, 1, 0, 1),
+                 I(cbpf.BPF_ST, k=0), I(cbpf.BPF_RET | cbpf.BPF_K, k=0),
+                 I(cbpf.BPF_LD | cbpf.BPF_MEM, k=0), I(cbpf.BPF_RET | cbpf.BPF_A)]
+    with pytest.raises(ValueError):
+        cbpf.check(after_ret)
 
 
 def test_interpreter_alu_and_div_by_zero() -> None:

@@ -173,7 +173,8 @@ class _Asm:
 def _preamble() -> list[Insn]:
     a = _Asm()
     a.ld_anc(SKF_AD_PKTTYPE)
-    a.jeq(PACKET_OUTGOING, "drop", 0)
+    a.jeq(PACKET_OUTGOING, 0, 1)
+    a.ret(0)  # here, not at the end: the kernel's scratch-memory check is linear
     a.ld_anc(SKF_AD_VLAN_TAG_PRESENT)
     a.jeq(0, "noanc", 0)
     a.ld_anc(SKF_AD_VLAN_TAG)
@@ -209,9 +210,6 @@ def _preamble() -> list[Insn]:
     a.emit(BPF_MISC | BPF_TXA)
     a.emit(BPF_ALU | BPF_ADD | BPF_K, 2)
     a.emit(BPF_ST, _M_L3)
-    a.emit(BPF_JMP | BPF_JA, 1)  # over the drop
-    a.label("drop")
-    a.ret(0)
     return a.resolve()
 
 
@@ -361,12 +359,32 @@ def compile_filters(specs: Iterable[FilterSpec], *, others: Iterable[FilterSpec]
 
 # ---- validation and interpretation -----------------------------------------------------
 def check(prog: Sequence[Insn]) -> None:
-    """Raise ValueError unless ``prog`` passes the kernel's structural checks."""
+    """Raise ValueError unless ``prog`` passes the kernel's checks (``bpf_check_classic``).
+
+    Includes the kernel's *linear* scratch-memory check (``check_load_and_stores``):
+    a ``M[k]`` load must follow a store on every path, where falling through a ``ret``
+    keeps the state of the instruction before it.
+    """
     n = len(prog)
     if not 0 < n <= BPF_MAXINSNS:
         raise ValueError(f"program length {n} outside 1..{BPF_MAXINSNS}")
+    masks = [0xFFFF] * (n + 256)
+    valid = 0
     for i, ins in enumerate(prog):
+        valid &= masks[i]
         cls = ins.code & 0x07
+        if ins.code in (BPF_ST, BPF_STX) and ins.k < BPF_MEMWORDS:
+            valid |= 1 << ins.k
+        elif ins.code in (BPF_LD | BPF_MEM, BPF_LDX | BPF_MEM) and ins.k < BPF_MEMWORDS:
+            if not valid & (1 << ins.k):
+                raise ValueError(f"M[{ins.k}] loaded at {i} before a store on some path")
+        elif cls == BPF_JMP:
+            if ins.code & 0xF0 == BPF_JA:
+                masks[min(i + 1 + ins.k, n)] &= valid
+            else:
+                masks[i + 1 + ins.jt] &= valid
+                masks[i + 1 + ins.jf] &= valid
+            valid = 0xFFFF
         if cls == BPF_JMP:
             op = ins.code & 0xF0
             if op == BPF_JA:
