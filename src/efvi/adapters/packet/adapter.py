@@ -473,7 +473,7 @@ class PacketVI(HwVI):
         a = self.adapter
         others = a._others_for(self) if any(s.kind in cbpf.MISMATCH_KINDS
                                             for s in self.specs) else []
-        prog = cbpf.compile_filters(self.specs, others=others,
+        prog = cbpf.compile_filters(self.specs, others=others, snaplen=a.snaplen,
                                     kernel_mcast=a.kernel_mcast() if others or any(
                                         s.kind == FilterKind.MULTICAST_MISMATCH
                                         for s in self.specs) else ())
