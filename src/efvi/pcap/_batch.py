@@ -35,7 +35,7 @@ def as_batch_inputs(frames: npt.ArrayLike, lengths: npt.ArrayLike, ts_ns: npt.Ar
 
 
 def pack_rows(header: U8, frames: U8, caplen: I64, data_cols: int,
-              trailer: npt.NDArray[np.uint32] | None = None) -> bytes:
+              trailer: npt.NDArray[np.uint32] | None = None) -> U8:
     """Concatenate per-record ``header`` rows (c, H), the first ``caplen[i]`` bytes of
     each frame (zero padded to ``data_cols`` columns' worth of 4-byte alignment when a
     ``trailer`` is given), and the optional 4-byte trailer, into one bytes object.
@@ -50,12 +50,13 @@ def pack_rows(header: U8, frames: U8, caplen: I64, data_cols: int,
         out[:, :h] = header
         out[:, h:] = frames
         if uniform:
-            return out.tobytes()
+            return out
         rec_len = h + caplen
     else:
         padded = caplen + (-caplen % 4)
         cols = h + data_cols + 4
-        out = np.zeros((c, cols), np.uint8)
+        dense = uniform and data_cols == w  # no pad bytes anywhere: nothing to zero
+        out = np.empty((c, cols), np.uint8) if dense else np.zeros((c, cols), np.uint8)
         out[:, :h] = header
         out[:, h:h + w] = frames
         if not uniform:
@@ -63,14 +64,18 @@ def pack_rows(header: U8, frames: U8, caplen: I64, data_cols: int,
             out[:, h:h + w][dcols >= caplen[:, None]] = 0
         tb = trailer.astype("=u4").view(np.uint8).reshape(c, 4)
         tpos = h + padded
-        rows = np.arange(c)
-        for k in range(4):
-            out[rows, tpos + k] = tb[:, k]
+        if uniform or bool(c and padded.min() == padded.max()):
+            t0 = int(tpos[0]) if c else h
+            out[:, t0:t0 + 4] = tb
+        else:
+            rows = np.arange(c)
+            for k in range(4):
+                out[rows, tpos + k] = tb[:, k]
         rec_len = tpos + 4
         if bool(c == 0 or rec_len.min() == rec_len.max() == cols):
-            return out.tobytes()
+            return out
     mask = np.arange(out.shape[1]) < rec_len[:, None]
-    packed: bytes = out[mask].tobytes()
+    packed: U8 = out[mask]
     return packed
 
 

@@ -116,9 +116,11 @@ class Sink:
             self.flush()
 
     def write_now(self, data: bytes | bytearray | memoryview) -> None:
-        """Flush what is pending, then hand ``data`` (large) to the OS directly."""
+        """Flush what is pending, then hand ``data`` (large; any C-contiguous buffer,
+        e.g. a numpy array's ``.data``) to the OS directly."""
         self.flush()
-        self._out(memoryview(data).cast("B"))
+        view = memoryview(data)
+        self._out(view if view.ndim == 1 and view.format == "B" else view.cast("B"))
         if not self.raw:
             self.f.flush()
 
@@ -130,10 +132,13 @@ class Sink:
             view = view[n:]
 
     def flush(self) -> None:
-        if self.pending:
-            data = self.pending
-            self.pending = bytearray()
-            self._out(memoryview(data))
+        """Hand the pending records to the OS (the buffer object is reused)."""
+        p = self.pending
+        if p:
+            n = self.f.write(p)
+            if n is None or n < len(p):  # a short write: finish it
+                self._out(memoryview(bytes(p[n or 0:])))
+            p.clear()
         if not self.raw:
             self.f.flush()
 

@@ -254,31 +254,31 @@ class PcapWriter:
         self.linktype = linktype
         self.snaplen = snaplen
         self.nanosecond = nanosecond
-        self.count = 0
         magic = PCAP_MAGIC_NS if nanosecond else PCAP_MAGIC_US
         self._sink.write_now(struct.pack(_NATIVE + "IHHiIII", magic, 2, 4, 0, 0, snaplen,
                                          linktype))
-        self._hdr = struct.Struct(_NATIVE + "IIII")
+        self._pack = struct.Struct(_NATIVE + "IIII").pack
+        self._pending = self._sink.pending  # the sink reuses this buffer for ever
+        self._limit = -1 if packet_buffered else buffer_size - 1
 
     def write(self, ts_ns: int, data: bytes | bytearray | memoryview,
               orig_len: int | None = None) -> None:
-        """Append one record. Cost: a divmod, one ``pack`` and two buffer appends; an
-        OS write every ``buffer_size`` bytes."""
+        """Append one record. Cost: two integer divisions, one ``pack`` and two buffer
+        appends; an OS write every ``buffer_size`` bytes (every record with
+        ``packet_buffered``)."""
         n = len(data)
         olen = n if orig_len is None else orig_len
         if n > self.snaplen:
             data = data[:self.snaplen]
             n = self.snaplen
-        sec, frac = divmod(ts_ns, 1_000_000_000)
-        if not self.nanosecond:
-            frac //= 1000
-        sink = self._sink
-        p = sink.pending
-        p += self._hdr.pack(sec, frac, n, olen)
+        p = self._pending
+        if self.nanosecond:
+            p += self._pack(ts_ns // 1_000_000_000, ts_ns % 1_000_000_000, n, olen)
+        else:
+            p += self._pack(ts_ns // 1_000_000_000, ts_ns % 1_000_000_000 // 1000, n, olen)
         p += data
-        self.count += 1
-        if sink.packet_buffered or len(p) >= sink.buffer_size:
-            sink.flush()
+        if len(p) > self._limit:
+            self._sink.flush()
 
     def write_batch(self, frames: npt.ArrayLike, lengths: npt.ArrayLike,
                     ts_ns: npt.ArrayLike, orig_lens: npt.ArrayLike | None = None) -> None:
@@ -305,8 +305,7 @@ class PcapWriter:
             hdr[:, 1] = frac[a:b]
             hdr[:, 2] = c
             hdr[:, 3] = ol[a:b]
-            self._sink.write_now(pack_rows(hdr.view(np.uint8), fr[a:b, :w], c, w))
-        self.count += n
+            self._sink.write_now(pack_rows(hdr.view(np.uint8), fr[a:b, :w], c, w).data)
 
     def flush(self) -> None:
         """Hand everything written so far to the OS."""

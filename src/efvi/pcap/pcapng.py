@@ -73,6 +73,8 @@ __all__ = ["PcapNgReader", "PcapNgWriter", "Section"]
 _NATIVE = "<" if sys.byteorder == "little" else ">"
 _new = tuple.__new__
 Options = tuple[tuple[int, bytes], ...]
+#: Packet timestamps must fit int64 ns (RecordBatch.ts_ns); beyond is corrupt input.
+_TS_LIMIT = 1 << 63
 
 
 @dataclass(slots=True)
@@ -269,7 +271,11 @@ class PcapNgReader:
             ostart = dend + (-caplen % 4)
             opts = parse_options(buf, ostart, body_end, bo, off - pos, path) \
                 if ostart < body_end else ()
-            return Record(iface.to_ns(hi << 32 | lo), buf[pos + 28:dend], olen, ifid, opts)
+            ts = iface.to_ns(hi << 32 | lo)
+            if not -_TS_LIMIT <= ts < _TS_LIMIT:
+                raise self._src.error(f"timestamp {ts} ns is beyond the int64 range "
+                                      "(years 1678..2262)", off)
+            return Record(ts, buf[pos + 28:dend], olen, ifid, opts)
         if btype == BT_SPB:
             if blen < 16:
                 raise self._src.error(f"simple packet block of {blen} bytes", off)
@@ -344,7 +350,7 @@ class PcapNgReader:
             # Fast loop: EPBs without options on ns interfaces, wholly in the buffer.
             while pos + 28 <= end:
                 btype, blen, ifid, hi, lo, caplen, olen = fixed(buf, pos)
-                if btype != BT_EPB or ifid >= nif or not fast[ifid] or \
+                if btype != BT_EPB or ifid >= nif or not fast[ifid] or hi >= 0x80000000 or \
                         caplen > snaps[ifid] or caplen > MAX_RECORD or \
                         blen != 32 + caplen + (-caplen % 4) or pos + blen > end or \
                         u32(buf, pos + blen - 4)[0] != blen:
@@ -390,7 +396,7 @@ class PcapNgReader:
             prev = -1
             while count < max_records and pos + 28 <= end:
                 btype, blen, ifid, hi, lo, caplen, olen = fixed(buf, pos)
-                if btype != BT_EPB or ifid >= nif or not fast[ifid] or \
+                if btype != BT_EPB or ifid >= nif or not fast[ifid] or hi >= 0x80000000 or \
                         caplen > snaps[ifid] or caplen > MAX_RECORD or \
                         blen != 32 + caplen + (-caplen % 4) or pos + blen > end or \
                         u32(buf, pos + blen - 4)[0] != blen:
@@ -496,7 +502,6 @@ class PcapNgWriter:
                  packet_buffered: bool = False) -> None:
         self._sink = Sink(dst, buffer_size=buffer_size, packet_buffered=packet_buffered)
         self._ifs: list[_IfState] = []
-        self.count = 0
         opts: list[tuple[int, bytes]] = []
         for code, text in ((OPT_COMMENT, comment), (SHB_HARDWARE, hardware),
                            (SHB_OS, os), (SHB_USERAPPL, userappl)):
@@ -602,7 +607,6 @@ class PcapNgWriter:
         if tail:
             p += tail
         p += self._u32.pack(blen)
-        self.count += 1
         if sink.packet_buffered or len(p) >= sink.buffer_size:
             sink.flush()
 
@@ -616,22 +620,32 @@ class PcapNgWriter:
         """
         fr, ln, ts, ol = as_batch_inputs(frames, lengths, ts_ns, orig_lens)
         n, s = fr.shape
-        ifa = np.broadcast_to(np.asarray(ifidx, np.int64), (n,))
         if n == 0:
             return
-        used = np.unique(ifa)
-        for i in used.tolist():
-            self._state(int(i))
-        snap = np.array([st.snaplen for st in self._ifs], np.int64)[ifa]
-        tsdiv = np.array([st.tsdiv for st in self._ifs], np.int64)[ifa]
-        cap = np.minimum(np.minimum(ln, s), snap)
-        units = ts // tsdiv
-        for i in used.tolist():
-            sel = ts[ifa == i]
-            st = self._ifs[int(i)]
-            if st.first_ns is None:
-                st.first_ns = int(sel[0])
-            st.last_ns = int(sel[-1])
+        ifx = np.asarray(ifidx, np.int64)
+        if ifx.ndim == 0:
+            one = self._state(int(ifx))
+            ifa: npt.NDArray[np.int64] | int = int(ifx)
+            cap = np.minimum(np.minimum(ln, s), one.snaplen)
+            units = ts if one.tsdiv == 1 else ts // one.tsdiv
+            if one.first_ns is None:
+                one.first_ns = int(ts[0])
+            one.last_ns = int(ts[-1])
+        else:
+            ifa = np.broadcast_to(ifx, (n,))
+            lo_i, hi_i = int(ifa.min()), int(ifa.max())
+            self._state(lo_i)
+            self._state(hi_i)
+            snap = np.array([st.snaplen for st in self._ifs], np.int64)[ifa]
+            tsdiv = np.array([st.tsdiv for st in self._ifs], np.int64)[ifa]
+            cap = np.minimum(np.minimum(ln, s), snap)
+            units = ts // tsdiv
+            for i in np.flatnonzero(np.bincount(ifa)).tolist():
+                sel = ts[ifa == i]
+                st = self._ifs[i]
+                if st.first_ns is None:
+                    st.first_ns = int(sel[0])
+                st.last_ns = int(sel[-1])
         dt = np.dtype(_NATIVE + "u4")
         for a in range(0, n, WRITE_CHUNK):
             b = min(n, a + WRITE_CHUNK)
@@ -642,14 +656,13 @@ class PcapNgWriter:
             hdr = np.empty((b - a, 7), dt)
             hdr[:, 0] = BT_EPB
             hdr[:, 1] = blen
-            hdr[:, 2] = ifa[a:b]
+            hdr[:, 2] = ifa if isinstance(ifa, int) else ifa[a:b]
             hdr[:, 3] = units[a:b] >> 32
             hdr[:, 4] = units[a:b] & 0xFFFFFFFF
             hdr[:, 5] = c
             hdr[:, 6] = ol[a:b]
             self._sink.write_now(pack_rows(hdr.view(np.uint8), fr[a:b, :w], c, wp,
-                                           trailer=blen.astype(np.uint32)))
-        self.count += n
+                                           trailer=blen.astype(np.uint32)).data)
 
     def set_stats(self, ifidx: int, recv: int | None = None, drop: int | None = None, *,
                   osdrop: int | None = None, filter_accept: int | None = None,
