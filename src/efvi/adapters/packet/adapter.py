@@ -172,11 +172,24 @@ class PacketAdapter(Adapter):
             raise SetupError("the packet adapter needs an interface", errno=errno.EINVAL,
                              hint="write packet:IFNAME, e.g. packet:eth0")
         self._closed = False
-        self._ns = _Netns()
+        try:  # first: without CAP_NET_RAW nothing else matters
+            self._msock: socket.socket | None = socket.socket(socket.AF_PACKET,
+                                                              socket.SOCK_RAW, 0)
+        except PermissionError:
+            raise SetupError("cannot open an AF_PACKET socket", errno=errno.EPERM,
+                             hint="needs CAP_NET_RAW: run as root, or grant it with "
+                                  "`setcap cap_net_raw,cap_net_admin+ep` on the python "
+                                  "binary") from None
+        try:
+            self._ns = _Netns()
+        except OSError as exc:
+            self._msock.close()
+            raise SetupError("cannot open this thread's network namespace",
+                             errno=exc.errno or errno.EACCES,
+                             hint="run with access to /proc/thread-self/ns/net") from None
         self._vis: "weakref.WeakSet[PacketVI]" = weakref.WeakSet()
         self._handles: list[_FilterHandle] = []
         self._members: dict[int, int] = {}  # mr_type → references
-        self._msock: socket.socket | None = None
         self._ptp: tuple[int, int] | None = None
         self._hw_saved: bytes | None = None
         try:
@@ -186,13 +199,6 @@ class PacketAdapter(Adapter):
             raise
 
     def _open(self, options: dict[str, str]) -> None:
-        try:
-            self._msock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        except PermissionError:
-            raise SetupError("cannot open an AF_PACKET socket", errno=errno.EPERM,
-                             hint="needs CAP_NET_RAW: run as root, or grant it with "
-                                  "`setcap cap_net_raw,cap_net_admin+ep` on the python "
-                                  "binary") from None
         self._link = netutil.link_info(self.iface)
         if not self._link.up:
             raise SetupError(f"interface {self.iface!r} is down", errno=errno.ENETDOWN,

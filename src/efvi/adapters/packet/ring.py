@@ -94,6 +94,18 @@ _U32 = npt.NDArray[np.uint32]
 _U16 = npt.NDArray[np.uint16]
 
 
+def mem_available() -> int:
+    """``MemAvailable`` from /proc/meminfo in bytes (a large number if unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 62
+
+
 def attach_filter(sock: socket.socket, prog: list[Insn]) -> None:
     """``SO_ATTACH_FILTER``: atomically replace the socket's classic BPF program."""
     raw = pack_program(prog)
@@ -102,9 +114,23 @@ def attach_filter(sock: socket.socket, prog: list[Insn]) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
     except OSError as exc:
+        if exc.errno == errno.ENOMEM:
+            raise SetupError(
+                f"the {len(prog)}-instruction socket filter needs more socket memory than "
+                f"net.core.optmem_max ({_optmem_max()} bytes) allows", errno=errno.ENOMEM,
+                hint="raise it (sysctl -w net.core.optmem_max=1048576), spread the filters "
+                     "over several VIs, or use the xdp adapter") from None
         raise SetupError(f"the kernel refused a {len(prog)}-instruction socket filter: "
                          f"{exc.strerror}", errno=exc.errno or errno.EINVAL,
                          hint="fewer filters per VI, or use the xdp adapter") from None
+
+
+def _optmem_max() -> int | str:
+    try:
+        with open("/proc/sys/net/core/optmem_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return "?"
 
 
 def ring_geometry(frame_min: int, nframes: int) -> tuple[int, int, int, int]:
@@ -225,6 +251,13 @@ class PacketSocket:
         if total >= 1 << 32:
             raise SetupError(f"a {total}-byte packet ring exceeds the kernel's 4 GiB limit",
                              errno=errno.EINVAL, hint="ask for fewer slots (packet:IF?ring=N)")
+        avail = mem_available()
+        if total > avail // 2:
+            raise SetupError(f"a {total}-byte packet ring ({fn} slots of {fs} bytes) does not "
+                             f"fit in memory ({avail} bytes available; a ring may take half)",
+                             errno=errno.ENOMEM,
+                             hint="ask for fewer slots (packet:IF?ring=N) or a smaller "
+                                  "snaplen (packet:IF?snaplen=N)")
         try:
             assert self.sock is not None
             self.sock.setsockopt(SOL_PACKET, opt, struct.pack("=4I", bs, bn, fs, fn))
