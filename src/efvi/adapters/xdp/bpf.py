@@ -204,3 +204,21 @@ def prog_name_by_id(prog_id: int) -> str | None:
         return str(prog_info(fd)["name"])
     finally:
         os.close(fd)
+
+
+BPF_PROG_TEST_RUN = 10
+
+
+def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1) -> tuple[int, bytes]:
+    """Run a loaded program once on ``data`` (``BPF_PROG_TEST_RUN``): (retval, data out).
+
+    For tests: no device is involved; XDP redirects are not performed (the return
+    value says what the program decided).
+    """
+    din = ctypes.create_string_buffer(data, len(data))
+    dout = ctypes.create_string_buffer(len(data) + 512)
+    attr = _attr("<IIIIQQII", prog_fd, 0, len(data), len(dout), _addr(din), _addr(dout),
+                 repeat, 0)
+    sys_bpf(BPF_PROG_TEST_RUN, attr, "prog test run")
+    retval, _dsi, dso = struct.unpack_from("<III", attr, 4)
+    return retval, dout.raw[:dso]

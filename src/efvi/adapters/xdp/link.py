@@ -1,0 +1,323 @@
+"""One XDP program per interface: maps, load, attach, ownership, cleanup.
+
+Ownership rules (control path):
+
+* Within a process, every adapter/PD/VI on one interface (same namespace) shares one
+  :class:`InterfaceProgram` (refcounted; detached when the last user closes).
+* The program is named ``efvi_<pid>``. A second *process* asking for the same
+  interface gets a :class:`~efvi.errors.SetupError` (EBUSY) naming the owner pid —
+  efvi does not join another process's filter table (its sockets and UMEM live in
+  that process). If the named pid is dead (a netlink-attached leftover of a crashed
+  run), the program is detached and replaced.
+* A program efvi did not attach is never replaced, unless ``force=1``.
+* Attach is through a bpf_link, which the kernel removes when the process dies (also
+  on SIGKILL); netlink is the fallback on kernels without XDP links, with an atexit
+  hook and a SIGTERM handler that detach it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import ctypes.util
+import errno as _errno
+import os
+import signal
+import struct
+import threading
+from collections.abc import Iterator
+
+from efvi.adapters.xdp import bpf
+from efvi.adapters.xdp import netlink as xnl
+from efvi.adapters.xdp.program import (FTABLE_SIZE, KEY_SIZE, KMACS_SIZE, MAX_TARGETS,
+                                       XSKMAP_SIZE, build_program, kmac_key)
+from efvi.errors import SetupError
+from efvi.netutil import link_info, multicast_macs
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+_lock = threading.RLock()
+
+
+# ---- network namespaces ---------------------------------------------------------------
+def current_netns_inode() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+class NetnsHandle:
+    """The namespace an adapter was opened in; control-path calls run inside it."""
+
+    def __init__(self) -> None:
+        self.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self.inode = os.fstat(self.fd).st_ino
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[None]:
+        """Run the block in this namespace (a no-op if the thread is already there)."""
+        if current_netns_inode() == self.inode:
+            yield
+            return
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _libc.setns(self.fd, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise SetupError("cannot enter the adapter's network namespace", errno=err,
+                                 hint="needs CAP_SYS_ADMIN")
+            try:
+                yield
+            finally:
+                _libc.setns(own, _CLONE_NEWNET)
+        finally:
+            os.close(own)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---- netlink fallback cleanup ----------------------------------------------------------
+_netlink_attached: dict[int, "InterfaceProgram"] = {}
+_sigterm_installed = False
+
+
+def _detach_all_netlink() -> None:
+    for prog in list(_netlink_attached.values()):
+        try:
+            prog.detach()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _detach_all_netlink()
+    raise SystemExit(128 + signum)
+
+
+def _install_sigterm() -> None:
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    _sigterm_installed = True
+
+
+atexit.register(_detach_all_netlink)
+
+
+# ---- the program --------------------------------------------------------------------------
+class InterfaceProgram:
+    """The filter-table program of one interface in this process (see module doc)."""
+
+    _registry: dict[tuple[int, int], "InterfaceProgram"] = {}
+
+    def __init__(self, ifname: str, ifindex: int, netns: NetnsHandle, mode: str,
+                 force: bool) -> None:
+        self.ifname = ifname
+        self.ifindex = ifindex
+        self.netns = netns
+        self.refs = 0
+        self.fds: dict[str, int] = {}
+        self.prog_fd = -1
+        self.link_fd = -1
+        self.mode = ""  # drv | skb
+        self.via = ""  # bpf_link | netlink
+        self.prog_id = 0
+        self.filters: dict[bytes, tuple[int, bool]] = {}  # key -> (target, multicast)
+        self.presence: dict[int, int] = {}  # presence bit -> refcount
+        self._targets: set[int] = set()
+        self.slots: dict[int, int] = {}  # XSKMAP slot -> socket fd
+        self.queue_owner: dict[int, object] = {}  # RX queue -> the VI holding it
+        try:
+            self._check_owner(force)
+            self._create_maps()
+            self._load()
+            self._attach(mode)
+        except BaseException:
+            self._close_fds()
+            raise
+
+    # ---- registry ----------------------------------------------------------------------
+    @classmethod
+    def acquire(cls, ifname: str, ifindex: int, netns: NetnsHandle, mode: str,
+                force: bool) -> "InterfaceProgram":
+        key = (netns.inode, ifindex)
+        with _lock:
+            prog = cls._registry.get(key)
+            if prog is None or prog.prog_fd < 0:
+                prog = cls(ifname, ifindex, netns, mode, force)
+                cls._registry[key] = prog
+            elif mode not in ("auto", prog.mode):
+                raise SetupError(
+                    f"{ifname} already runs efvi's program in {prog.mode} mode in this "
+                    f"process; cannot also use mode={mode}", errno=_errno.EEXIST,
+                    hint=f"open every driver on {ifname} with the same mode")
+            prog.refs += 1
+            return prog
+
+    def release(self) -> None:
+        with _lock:
+            self.refs -= 1
+            if self.refs > 0:
+                return
+            self._registry.pop((self.netns.inode, self.ifindex), None)
+            self.detach()
+            self._close_fds()
+
+    # ---- setup ---------------------------------------------------------------------------
+    def _check_owner(self, force: bool) -> None:
+        li = link_info(self.ifindex)
+        if not li.xdp_prog_id:
+            return
+        name = bpf.prog_name_by_id(li.xdp_prog_id) or "?"
+        if name.startswith("efvi_") and name[5:].isdigit():
+            pid = int(name[5:])
+            if pid != os.getpid() and _pid_alive(pid):
+                raise SetupError(
+                    f"{self.ifname} is in use by efvi process {pid} (XDP program "
+                    f"{name}, id {li.xdp_prog_id})", errno=_errno.EBUSY,
+                    hint=f"stop process {pid}: one process drives an interface at a time "
+                         "(its VIs share one program)")
+            force = True  # a leftover of a dead efvi run: safe to clear
+        elif not force:
+            raise SetupError(
+                f"{self.ifname} already has XDP program {name!r} (id {li.xdp_prog_id}, "
+                f"{li.xdp_attached} mode) that efvi did not attach", errno=_errno.EBUSY,
+                hint=f"detach it (ip link set dev {self.ifname} xdp off) or open "
+                     f"xdp:{self.ifname}?force=1 to replace it")
+        try:
+            xnl.detach(self.ifindex, li.xdp_attached)
+        except SetupError as exc:
+            raise SetupError(
+                f"cannot remove XDP program {name!r} (id {li.xdp_prog_id}) from "
+                f"{self.ifname}: {exc.message}", errno=exc.errno or _errno.EBUSY,
+                hint="it is held by a bpf_link of a running process; stop that process"
+            ) from None
+
+    def _create_maps(self) -> None:
+        self.fds["config"] = bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, 8, 1, "efvi_cfg")
+        self.fds["ftable"] = bpf.map_create(bpf.BPF_MAP_TYPE_HASH, KEY_SIZE, 4, FTABLE_SIZE,
+                                            "efvi_filters")
+        self.fds["kmacs"] = bpf.map_create(bpf.BPF_MAP_TYPE_HASH, 8, 4, KMACS_SIZE,
+                                           "efvi_kmacs")
+        self.fds["xsks"] = bpf.map_create(bpf.BPF_MAP_TYPE_XSKMAP, 4, 4, XSKMAP_SIZE,
+                                          "efvi_xsks")
+
+    def _load(self) -> None:
+        code = build_program().assemble(self.fds)
+        self.prog_fd = bpf.prog_load(code, name=f"efvi_{os.getpid()}")
+        self.prog_id = int(bpf.prog_info(self.prog_fd)["id"])
+
+    def _attach(self, mode: str) -> None:
+        modes = ["drv", "skb"] if mode == "auto" else [mode]
+        if any(m not in xnl.MODE_FLAGS for m in modes):
+            raise SetupError(f"unknown XDP mode {mode!r}", errno=_errno.EINVAL,
+                             hint="use ?mode=drv, ?mode=skb or ?mode=auto")
+        errors: list[SetupError] = []
+        for m in modes:
+            try:
+                self.link_fd = bpf.link_create(self.prog_fd, self.ifindex, xnl.MODE_FLAGS[m])
+                self.mode, self.via = m, "bpf_link"
+                return
+            except SetupError as exc:
+                errors.append(exc)
+                if exc.errno in (_errno.EBUSY, _errno.EEXIST, _errno.EPERM):
+                    break
+        if all(e.errno == _errno.EINVAL for e in errors):
+            for m in modes:  # no XDP bpf_link on this kernel: netlink fallback
+                try:
+                    xnl.attach(self.ifindex, self.prog_fd, m)
+                except SetupError as exc:
+                    errors.append(exc)
+                    continue
+                self.mode, self.via = m, "netlink"
+                _netlink_attached[id(self)] = self
+                _install_sigterm()
+                return
+        e = errors[-1]
+        raise SetupError(f"cannot attach the XDP program to {self.ifname}: {e.message}",
+                         errno=e.errno, hint=e.hint or "try ?mode=skb (generic XDP)")
+
+    def detach(self) -> None:
+        """Remove the program from the interface (idempotent)."""
+        if self.link_fd >= 0:
+            os.close(self.link_fd)
+            self.link_fd = -1
+        if self.via == "netlink" and _netlink_attached.pop(id(self), None) is not None:
+            with self.netns.enter():
+                try:
+                    xnl.detach(self.ifindex, self.mode)
+                except SetupError:
+                    pass
+        self.via = ""
+
+    def _close_fds(self) -> None:
+        if self.link_fd >= 0:
+            os.close(self.link_fd)
+            self.link_fd = -1
+        if self.prog_fd >= 0:
+            os.close(self.prog_fd)
+            self.prog_fd = -1
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    # ---- the filter table -------------------------------------------------------------------
+    def alloc_target(self) -> int:
+        for t in range(1, MAX_TARGETS):
+            if t not in self._targets:
+                self._targets.add(t)
+                return t
+        raise SetupError(f"too many VIs and VI sets on {self.ifname} (max {MAX_TARGETS - 1})",
+                         errno=_errno.ENOSPC, hint="close VIs you no longer use")
+
+    def free_target(self, t: int) -> None:
+        self._targets.discard(t)
+
+    def set_slot(self, slot: int, sock_fd: int) -> None:
+        bpf.map_update(self.fds["xsks"], struct.pack("<I", slot), struct.pack("<I", sock_fd))
+        self.slots[slot] = sock_fd
+
+    def clear_slot(self, slot: int) -> None:
+        if self.slots.pop(slot, None) is not None and "xsks" in self.fds:
+            bpf.map_delete(self.fds["xsks"], struct.pack("<I", slot))
+
+    def _write_presence(self) -> None:
+        mask = 0
+        for bit, n in self.presence.items():
+            if n > 0:
+                mask |= bit
+        bpf.map_update(self.fds["config"], struct.pack("<I", 0), struct.pack("<Q", mask))
+
+    def insert(self, key: bytes, bit: int, target: int, multicast: bool) -> None:
+        bpf.map_update(self.fds["ftable"], key, struct.pack("<I", target), bpf.BPF_NOEXIST)
+        self.filters[key] = (target, multicast)
+        self.presence[bit] = self.presence.get(bit, 0) + 1
+        self._write_presence()
+
+    def remove(self, key: bytes, bit: int) -> None:
+        if self.filters.pop(key, None) is None:
+            return
+        if "ftable" in self.fds:
+            bpf.map_delete(self.fds["ftable"], key)
+            self.presence[bit] = self.presence.get(bit, 1) - 1
+            self._write_presence()
+
+    def refresh_kernel_macs(self, own_mac: bytes) -> None:
+        """Load the MACs the kernel accepts (own, broadcast, multicast list) into kmacs."""
+        with self.netns.enter():
+            macs = {own_mac, b"\xff" * 6, *multicast_macs(self.ifname)}
+        for m in macs:
+            bpf.map_update(self.fds["kmacs"], kmac_key(m), struct.pack("<I", 1))
