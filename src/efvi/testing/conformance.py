@@ -130,12 +130,13 @@ def send(ep: Endpoint, fs: list[bytes], first_id: int = 0) -> None:
 
 
 def collect(vi: VirtualInterface, want: int, timeout: float, quiet: float = 0.0
-            ) -> list[tuple[int, int, int, int, int]]:
+            ) -> list[tuple[int, int, int, int, int, int]]:
     """Poll until ``want`` RX-ring events arrived (or timeout); then ``quiet`` s more.
 
-    Returns (type, rq_id, len, flags, ts_ns) per event.
+    Returns (type, rq_id, len, flags, ts_ns, ofs) per event (``ofs``: where the frame
+    starts in the posted buffer — 0 on sim/packet, the AF_XDP headroom on xdp).
     """
-    got: list[tuple[int, int, int, int, int]] = []
+    got: list[tuple[int, int, int, int, int, int]] = []
     deadline = time.monotonic() + timeout
     while len(got) < want and time.monotonic() < deadline:
         b = vi.poll()
@@ -149,13 +150,13 @@ def collect(vi: VirtualInterface, want: int, timeout: float, quiet: float = 0.0
     return got
 
 
-def _extend(got: list[tuple[int, int, int, int, int]], b: EventBatch) -> None:
+def _extend(got: list[tuple[int, int, int, int, int, int]], b: EventBatch) -> None:
     sel = (b.type == int(EventType.RX)) | (b.type == int(EventType.RX_DISCARD)) | (
         b.type == int(EventType.RX_NO_DESC_TRUNC))
-    for t, r, ln, fl, ts in zip(b.type[sel].tolist(), b.rq_id[sel].tolist(),
-                                b.len[sel].tolist(), b.flags[sel].tolist(),
-                                b.ts_ns[sel].tolist()):
-        got.append((t, r, ln, fl, ts))
+    for t, r, ln, fl, ts, of in zip(b.type[sel].tolist(), b.rq_id[sel].tolist(),
+                                    b.len[sel].tolist(), b.flags[sel].tolist(),
+                                    b.ts_ns[sel].tolist(), b.ofs[sel].tolist()):
+        got.append((t, r, ln, fl, ts, of))
 
 
 def payload_seq(ep: Endpoint, rq_id: int, ofs: int = 0) -> int:
@@ -261,13 +262,13 @@ class AdapterConformance:
         got = collect(rx.vi, 200, link.timeout)
         assert len(got) == 200, f"received {len(got)} of 200"
         assert all(t == int(EventType.RX) for t, *_ in got)
-        seqs = [payload_seq(rx, rq) for _, rq, *_ in got]
+        seqs = [payload_seq(rx, rq, of) for _, rq, _, _, _, of in got]
         assert seqs == list(range(200)), "frames lost, duplicated or reordered"
         ln0 = len(fs[0])
-        assert all(ln in (ln0, max(ln0, 60)) for _, _, ln, _, _ in got)
-        o = got[0][1] * PKT_BUF_SIZE
+        assert all(ln in (ln0, max(ln0, 60)) for _, _, ln, *_ in got)
+        o = got[0][1] * PKT_BUF_SIZE + got[0][5]
         assert bytes(rx.mr.mv[o:o + ln0]) == fs[0]
-        ts = [t for *_, t in got]
+        ts = [g[4] for g in got]
         assert all(isinstance(t, int) and t > 0 for t in ts)
         assert ts == sorted(ts), "RX timestamps go backwards"
         assert rx.vi.clock_source
