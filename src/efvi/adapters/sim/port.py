@@ -5,7 +5,9 @@ A :class:`SimPort` is one NIC port: a MAC, addresses, a filter table
 what no filter steals, and a link to the ports on the same wire (or to itself, with
 ``loopback``). Ports live in a process-wide :class:`Fabric`, named, created on first
 use, so ``Driver.open("sim:a?wire=w")`` and ``Driver.open("sim:b?wire=w")`` are two
-ends of one wire.
+ends of one wire. A wire named ``@NAME`` joins two *processes* instead
+(:class:`RemoteWire`): ``efvi send sim:a?wire=@w ...`` in one shell reaches
+``efvi sink sim:b?wire=@w ...`` in another.
 
 Data movement is batch first: a TX doorbell hands a :class:`FrameBatch` (offsets and
 lengths into one flat byte array) to :meth:`SimPort.receive` of each port on the
@@ -16,7 +18,11 @@ each target VI's share with a few numpy operations.
 from __future__ import annotations
 
 import collections
+import errno
 import ipaddress
+import select
+import socket
+import struct
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,6 +33,7 @@ import numpy.typing as npt
 from efvi.adapters.sim.dma import gather_rows
 from efvi.adapters.sim.clock import Clock, RealClock, VirtualClock
 from efvi.adapters.sim.filter_table import Decision, FilterEntry, FilterTable
+from efvi.errors import SetupError
 from efvi.wire.classify import classify_one
 
 if TYPE_CHECKING:
@@ -76,6 +83,101 @@ class FrameBatch:
         return FrameBatch(mem, offs, lens, ts)
 
 
+class RemoteWire:
+    """One end of a wire between processes: a Unix datagram socket in the abstract
+    namespace (``@efvi-sim-wire/NAME/0`` or ``/1``). A datagram carries up to 60 kB of
+    frames, each as its sender's int-ns wire timestamp (8 bytes), its length (4 bytes)
+    and its bytes.
+    """
+
+    _HDR = struct.Struct("<qI")
+    MAX_DGRAM = 60_000
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for end in (0, 1):
+            try:
+                self.sock.bind(f"\0efvi-sim-wire/{name}/{end}")
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    self.sock.close()
+                    raise
+        else:
+            self.sock.close()
+            raise SetupError(f"sim wire @{name} already has two ends (two processes use it)",
+                             errno=errno.EADDRINUSE,
+                             hint="close one of them, or pick another wire name")
+        self.end = end
+        self.peer = f"\0efvi-sim-wire/{name}/{1 - end}"
+        for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
+            try:  # SO_RCVBUFFORCE / SO_SNDBUFFORCE pass the sysctl cap (root)
+                self.sock.setsockopt(socket.SOL_SOCKET, force, 16 << 20)
+            except OSError:
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, opt, 16 << 20)
+                except OSError:
+                    pass
+        self.sock.setblocking(False)
+
+    def send(self, frames: list[bytes], stamps: list[int]) -> dict[str, int]:
+        """Send frames; return drop counts by cause ("no_peer", "wire_stalled")."""
+        drops: dict[str, int] = {}
+        pack = self._HDR.pack
+        chunk: list[bytes] = []
+        size = count = 0
+        items = list(zip(stamps, frames))
+        for i, (t, f) in enumerate(items):
+            chunk.append(pack(t, len(f)))
+            chunk.append(f)
+            size += 12 + len(f)
+            count += 1
+            if size >= self.MAX_DGRAM or i == len(items) - 1:
+                cause = self._send(b"".join(chunk))
+                if cause:
+                    drops[cause] = drops.get(cause, 0) + count
+                chunk, size, count = [], 0, 0
+        return drops
+
+    def _send(self, data: bytes) -> str | None:
+        # a full peer queue makes the sender wait a little (≤ 50 ms), as a NIC waits
+        # for the wire; a peer stuck longer than that loses the frames, counted
+        for attempt in range(2):
+            try:
+                self.sock.sendto(data, self.peer)
+                return None
+            except (ConnectionRefusedError, FileNotFoundError):
+                return "no_peer"
+            except BlockingIOError:
+                if attempt == 0:
+                    select.select([], [self.sock], [], 0.05)
+        return "wire_stalled"
+
+    def recv(self, max_frames: int) -> tuple[list[bytes], list[int]]:
+        frames: list[bytes] = []
+        stamps: list[int] = []
+        unpack = self._HDR.unpack_from
+        while len(frames) < max_frames:
+            try:
+                d = self.sock.recv(1 << 17)
+            except BlockingIOError:
+                break
+            pos = 0
+            while pos + 12 <= len(d):
+                t, ln = unpack(d, pos)
+                stamps.append(t)
+                frames.append(d[pos + 12:pos + 12 + ln])
+                pos += 12 + ln
+        return frames, stamps
+
+    def wait(self, timeout_s: float) -> None:
+        select.select([self.sock], [], [], timeout_s)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class SimPort:
     """One port of the software NIC (see the module doc)."""
 
@@ -91,6 +193,7 @@ class SimPort:
         self.ifindex = fabric.next_ifindex()
         self.table = FilterTable()
         self.wire: str | None = None
+        self.remote: RemoteWire | None = None
         self.loopback = False
         self.link_up = True
         self.kernel_groups: frozenset[int] = frozenset()
@@ -149,14 +252,30 @@ class SimPort:
         self.wire_free_at = start + ((length + WIRE_OVERHEAD) * 8 * 1000) // self.fabric.rate_mbps
         return start
 
+    def _send_remote(self, frames: list[bytes], stamps: list[int]) -> None:
+        assert self.remote is not None
+        for cause, n in self.remote.send(frames, stamps).items():
+            self.counters[f"tx_{cause}_drops"] += n
+
+    def pump(self, max_frames: int = 4096) -> int:
+        """Receive what the other process put on a remote wire (called by harvest)."""
+        if self.remote is None:
+            return 0
+        frames, stamps = self.remote.recv(max_frames)
+        if frames:
+            self.receive(FrameBatch.from_frames(frames, np.array(stamps, dtype=np.int64)))
+        return len(frames)
+
     def deliver_one(self, frame: bytes, ts: int) -> None:
         """:meth:`deliver` for one frame (no numpy)."""
         if not self.link_up:
             self.counters["tx_link_down_drops"] += 1
             return
         self.counters["tx_packets"] += 1
+        if self.remote is not None:
+            self._send_remote([frame], [ts])
         peers = self.peers()
-        if not peers:
+        if not peers and self.remote is None:
             self.counters["tx_no_peer_drops"] += 1
         for p in peers:
             p.receive_one(frame, ts)
@@ -197,8 +316,10 @@ class SimPort:
             self.counters["tx_link_down_drops"] += len(batch)
             return
         self.counters["tx_packets"] += len(batch)
+        if self.remote is not None:
+            self._send_remote([batch.frame(i) for i in range(len(batch))], batch.ts.tolist())
         peers = self.peers()
-        if not peers:
+        if not peers and self.remote is None:
             self.counters["tx_no_peer_drops"] += len(batch)
         for p in peers:
             p.receive(batch)
@@ -344,7 +465,10 @@ class Fabric:
         if options.get("loopback") in ("1", "true", "yes"):
             port.loopback = True
         wire = options.get("wire")
-        if wire and port.wire != wire:
+        if wire and wire.startswith("@"):
+            if port.remote is None:
+                port.remote = RemoteWire(wire[1:])
+        elif wire and port.wire != wire:
             ends = self.wires.setdefault(wire, [])
             ends.append(port)
             port.wire = wire
@@ -354,6 +478,9 @@ class Fabric:
         """Forget a port no driver uses any more (its wire end is freed)."""
         if port.users > 0:
             return
+        if port.remote is not None:
+            port.remote.close()
+            port.remote = None
         if port.wire is not None:
             ends = self.wires.get(port.wire, [])
             if port in ends:
@@ -364,6 +491,9 @@ class Fabric:
 
     def reset(self) -> None:
         """Drop every port and wire and restart the virtual clock (tests)."""
+        for p in self.ports.values():
+            if p.remote is not None:
+                p.remote.close()
         self.ports.clear()
         self.wires.clear()
         self.clock = VirtualClock()

@@ -74,7 +74,13 @@ class SimVI(HwVI):
         self._ev_tail = tail + 1
 
     def harvest(self, out: EventArray, max_events: int) -> int:
-        """Copy up to ``max_events`` queued events out (cost: one or two slice copies)."""
+        """Copy up to ``max_events`` queued events out (cost: one or two slice copies).
+
+        On a port joined to another process (``wire=@NAME``) this first pulls the frames
+        waiting on the wire through the port.
+        """
+        if self.port.remote is not None:
+            self.port.pump()
         k = min(max_events, self._ev_tail - self._ev_head, out.shape[0])
         if k <= 0:
             return 0
@@ -93,8 +99,13 @@ class SimVI(HwVI):
         return True
 
     def wait(self, timeout_ns: int | None) -> None:
-        """The sim delivers inside doorbells: nothing can arrive while we sleep alone."""
-        if self._ev_tail == self._ev_head and timeout_ns:
+        """Sleep until the remote wire has frames (or the timeout); in-process wires
+        deliver inside doorbells, so nothing can arrive while we sleep alone."""
+        if self._ev_tail != self._ev_head:
+            return
+        if self.port.remote is not None:
+            self.port.remote.wait(1.0 if timeout_ns is None else timeout_ns / 1e9)
+        elif timeout_ns:
             import time
             time.sleep(min(timeout_ns, 10_000_000) / 1e9)
 
@@ -310,7 +321,12 @@ class SimVI(HwVI):
         ev["ts_ns"][idx] = ts[last] if ts.shape[0] == npk else 0
 
     def stats(self) -> dict[str, int]:
-        return dict(self.counters)
+        """This VI's counters plus the port's wire-level drops (``port_*_drops``)."""
+        out = dict(self.counters)
+        for k, v in self.port.counters.items():
+            if k.endswith("_drops") and k.startswith("tx_"):
+                out["port_" + k] = v
+        return out
 
     def close(self) -> None:
         self._closed = True

@@ -1,0 +1,141 @@
+"""Receive and count (ef_vi's ``efsink``): filters in, packets, bytes and drops out.
+
+Buffers are posted up to the fill limit, refilled as events return them; the loop
+polls in batches and, when idle, waits on the adapter rather than spinning.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from efvi import (Driver, EventBatch, EventType, FilterSpec, MemoryRegion,
+                  ProtectionDomain, VirtualInterface)
+from efvi.constants import PKT_BUF_SIZE
+from efvi.filters import FilterKind
+
+_RX = int(EventType.RX)
+_DISCARD = int(EventType.RX_DISCARD)
+_CONT = 0x2
+
+
+@dataclass
+class SinkStats:
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    rx_discards: int = 0
+    elapsed_s: float = 0.0
+    drops: int = 0
+    drop_causes: dict[str, int] = field(default_factory=dict)
+    clock: str = ""
+
+
+PacketHook = Callable[[int, bytes, int], None]  # (ts_ns, frame, flags)
+
+
+class Sink:
+    """A VI on ``url`` with ``filters``; :meth:`run` counts what arrives."""
+
+    def __init__(self, url: str, filters: Sequence[FilterSpec], *, nbuf: int = 4096,
+                 rxq: int = 4096, fill: int | None = None, join: bool = False) -> None:
+        self.driver = Driver.open(url)
+        try:
+            self.pd = ProtectionDomain(self.driver)
+            self.mr = MemoryRegion(self.pd, nbuf * PKT_BUF_SIZE)
+            self.vi = VirtualInterface(self.pd, rxq=rxq, txq=0)
+            self.cookies = [self.vi.filter_add(f) for f in filters]
+            self._joins: list[socket.socket] = []
+            if join:
+                self._join(filters)
+        except BaseException:
+            self.driver.close()
+            raise
+        self.fill = min(fill or self.vi.receive_capacity(), self.vi.receive_capacity(), nbuf)
+        self.addrs = self.mr.dma_addrs()
+        self.rows = self.mr.buf.reshape(nbuf, PKT_BUF_SIZE)
+        self.vi.receive_post_batch(self.addrs[:self.fill],
+                                   np.arange(self.fill, dtype=np.uint32))
+
+    def _join(self, filters: Sequence[FilterSpec]) -> None:
+        """Join the multicast groups of the filters with kernel sockets (IGMP), as efsink -j."""
+        info = self.driver.interface
+        for f in filters:
+            if f.kind in (FilterKind.IP_LOCAL, FilterKind.IP_FULL) and f.ip_version == 4 \
+                    and f.is_multicast:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                mreqn = (ipaddress.IPv4Address(f.local_ip).packed + bytes(4)
+                         + info.ifindex.to_bytes(4, "little"))
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+                self._joins.append(s)
+
+    def run(self, count: int | None = None, duration_s: float | None = None,
+            on_packet: PacketHook | None = None,
+            on_second: Callable[[SinkStats], None] | None = None,
+            stop: list[bool] | None = None) -> SinkStats:
+        st = SinkStats(clock=self.vi.clock_source)
+        vi = self.vi
+        t0 = time.perf_counter()
+        next_tick = t0 + 1.0
+        deadline = t0 + duration_s if duration_s else None
+        while True:
+            b = vi.poll()
+            if len(b):
+                self._handle(b, st, on_packet)
+            elif count is None or st.rx_packets < count:
+                vi.eventq_wait(2_000_000)
+            now = time.perf_counter()
+            if count is not None and st.rx_packets >= count:
+                break
+            if deadline is not None and now >= deadline:
+                break
+            if stop is not None and stop[0]:
+                break
+            if now >= next_tick:
+                next_tick += 1.0
+                st.elapsed_s = now - t0
+                if on_second is not None:
+                    on_second(st)
+        st.elapsed_s = time.perf_counter() - t0
+        s = vi.stats()
+        st.drops = s["drops"]
+        st.drop_causes = {k: v for k, v in s.items() if k.endswith("_drops")}
+        return st
+
+    def _handle(self, b: EventBatch, st: SinkStats, on_packet: PacketHook | None) -> None:
+        t = b.type
+        rxish = (t == _RX) | (t == _DISCARD)
+        if not rxish.any():
+            return
+        ids = b.rq_id[rxish].astype(np.int64)
+        flags = b.flags[rxish]
+        lens = b.len[rxish]
+        ends = (flags & _CONT) == 0
+        good = (t[rxish] == _RX) & ends
+        st.rx_packets += int(np.count_nonzero(good))
+        st.rx_bytes += int(lens[good].sum())
+        st.rx_discards += int(np.count_nonzero(t[rxish] == _DISCARD))
+        if on_packet is not None:
+            ofs = b.ofs[rxish]
+            ts = b.ts_ns[rxish]
+            for i in np.flatnonzero(good).tolist():
+                row = int(ids[i])
+                o = int(ofs[i])
+                on_packet(int(ts[i]), self.rows[row, o:o + min(int(lens[i]), PKT_BUF_SIZE - o)]
+                          .tobytes(), int(flags[i]))
+        self.vi.receive_post_batch(self.addrs[ids], ids.astype(np.uint32))
+
+    def close(self) -> None:
+        for s in self._joins:
+            s.close()
+        self.driver.close()
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,80 @@
+"""``efvi sink``: receive and count, after ef_vi's ``efsink``.
+
+    efvi sink [-n N] [-d] [-v] [-j] [-F FILL] [--duration S] [--json] URL FILTER...
+
+FILTER uses efsink's grammar (``udp:HOST:PORT[,RHOST:RPORT]``, ``eth:[vid=N,]MAC``,
+``unicast-all``, ``multicast-all``, ``sniff``, ...; add ``,sniff`` to copy instead of
+steal). Prints ``pkt-rate bandwidth(Mbps) total-pkts`` once a second and a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from efvi.apps.sink import Sink, SinkStats
+from efvi.cli.common import emit_json, progress, stop_on_signals
+from efvi.filters import parse_filter
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser("sink", help="receive frames matching filters and count them (efsink)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("url", help="driver URL: sim[:PORT?wire=@NAME], xdp:IFNAME[@Q], packet:IFNAME")
+    p.add_argument("filters", nargs="+", metavar="FILTER", help="filter spec(s), efsink grammar")
+    p.add_argument("-n", dest="count", type=int, help="exit after N packets")
+    p.add_argument("--duration", type=float, help="exit after S seconds")
+    p.add_argument("-d", dest="hexdump", action="store_true", help="hexdump each packet")
+    p.add_argument("-v", dest="verbose", action="store_true",
+                   help="one line per packet: ts_ns len flags")
+    p.add_argument("-j", dest="join", action="store_true",
+                   help="join multicast groups of the filters through the kernel (IGMP)")
+    p.add_argument("-F", dest="fill", type=int, help="maximum RX ring fill level")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.set_defaults(func=run)
+
+
+def _hexdump(frame: bytes) -> str:
+    out = []
+    for off in range(0, len(frame), 16):
+        chunk = frame[off:off + 16]
+        out.append(f"  {off:04x}  {chunk.hex(' ')}")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    specs = [parse_filter(f) for f in args.filters]
+    hook = None
+    if args.verbose or args.hexdump:
+        def hook(ts: int, frame: bytes, flags: int) -> None:
+            line = f"{ts} len={len(frame)} flags={flags:#x}"
+            if args.hexdump:
+                line += "\n" + _hexdump(frame)
+            progress(line, json_mode=args.json)
+
+    last = [0, 0]
+
+    def tick(st: SinkStats) -> None:
+        pkts, byts = st.rx_packets - last[0], st.rx_bytes - last[1]
+        last[:] = [st.rx_packets, st.rx_bytes]
+        progress(f"{pkts:>10} {byts * 8 / 1e6:>14.3f} {st.rx_packets:>12}", json_mode=args.json)
+
+    with Sink(args.url, specs, fill=args.fill, join=args.join) as sink:
+        progress("#  pkt-rate  bandwidth(Mbps)  total-pkts", json_mode=args.json)
+        with stop_on_signals() as stop:
+            st = sink.run(count=args.count, duration_s=args.duration, on_packet=hook,
+                          on_second=tick, stop=stop)
+    pps = st.rx_packets / st.elapsed_s if st.elapsed_s else 0.0
+    if args.json:
+        emit_json({"url": args.url, "filters": [str(s) for s in specs],
+                   "rx_packets": st.rx_packets, "rx_bytes": st.rx_bytes,
+                   "rx_discards": st.rx_discards, "drops": st.drops,
+                   "drop_causes": st.drop_causes, "elapsed_s": round(st.elapsed_s, 6),
+                   "pps": round(pps, 1), "clock": st.clock})
+    else:
+        print(f"received {st.rx_packets} packets ({st.rx_bytes} bytes) in {st.elapsed_s:.3f} s, "
+              f"{pps:.0f} pps; discards {st.rx_discards}; drops {st.drops}", file=sys.stdout)
+        causes = ", ".join(f"{k}={v}" for k, v in st.drop_causes.items() if v)
+        if causes:
+            print(f"drops by cause: {causes}")
+    return 0
