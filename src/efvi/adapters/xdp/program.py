@@ -49,6 +49,7 @@ MAX_TARGETS = 64
 XSKMAP_SIZE = MAX_QUEUES * MAX_TARGETS
 FTABLE_SIZE = 4096
 KMACS_SIZE = 512
+REPORT_BASE = 16  # build_program(report_target=True): a hit returns this + target
 META_LEN = 8  # bytes of XDP metadata (the timestamp) before each RX frame
 
 
@@ -226,8 +227,12 @@ def _lookup_both(a: Asm, kind: TableKind) -> None:
     _lookup(a, kind, False)
 
 
-def build_program(timestamps: bool = True) -> Asm:
-    """The filter-table XDP program (maps: config, ftable, kmacs, xsks)."""
+def build_program(timestamps: bool = True, report_target: bool = False) -> Asm:
+    """The filter-table XDP program (maps: config, ftable, kmacs, xsks).
+
+    ``report_target`` (tests only) makes a hit return ``REPORT_BASE + target`` instead
+    of redirecting, so ``BPF_PROG_TEST_RUN`` shows which filter won.
+    """
     a = Asm()
     a.movr(R6, R1)  # r6 = ctx for the whole program
     for off in range(S_ZERO, K, 8):
@@ -395,6 +400,13 @@ def build_program(timestamps: bool = True) -> Asm:
 
     # ---- a hit: r0 = &target ----
     a.label("hit")
+    if report_target:
+        a.ldx("w", R0, R0, 0)
+        a.add(R0, REPORT_BASE)
+        a.exit()
+        a.label("pass")
+        a.ret(XDP_PASS)
+        return a
     a.ldx("w", R7, R0, 0)
     a.ldx("w", R2, R6, XDP_MD_RX_QUEUE_INDEX)
     a.jif(R2, ">=", MAX_QUEUES, "pass")
