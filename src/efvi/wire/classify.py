@@ -191,17 +191,22 @@ def classify(frames: npt.NDArray[np.uint8], lengths: npt.ArrayLike) -> FrameColu
     lens = np.asarray(lengths).astype(np.int64, copy=False).reshape(-1)
     if lens.shape[0] != n:
         raise ValueError(f"lengths has {lens.shape[0]} entries for {n} frames")
-    if s == 0:
-        frames = np.zeros((n, 1), np.uint8)
-        s = 1
     flen = np.clip(lens, 0, s)
     rows = np.arange(n)
-    smax = s - 1
+    # One padded copy with every byte at or beyond a frame's length zeroed: then a
+    # gather needs no per-call masking. The last column is always zero, so offset -1
+    # (an absent header) reads the previous row's pad byte, i.e. 0 as well.
+    sp = s + 1
+    padded = np.zeros((n, sp), np.uint8)
+    padded[:, :s] = frames
+    if n and int(flen.min()) < s:
+        padded[np.arange(sp) >= flen[:, None]] = 0
+    flat = padded.reshape(-1)
+    rowbase = rows * sp
+    smax = sp - 1
 
     def byte(off: I64) -> I64:
-        v = frames[rows, np.clip(off, 0, smax)].astype(np.int64)
-        v[(off < 0) | (off >= flen)] = 0
-        return v
+        return flat[rowbase + np.minimum(off, smax)].astype(np.int64)
 
     def be16(off: I64) -> I64:
         return (byte(off) << 8) | byte(off + 1)
@@ -321,8 +326,8 @@ def classify(frames: npt.NDArray[np.uint8], lengths: npt.ArrayLike) -> FrameColu
     if ok6.any():
         r6 = rows[ok6][:, None]
         base = l3[ok6][:, None] + np.arange(16)
-        src_ip6[ok6] = frames[r6, base + 8]
-        dst_ip6[ok6] = frames[r6, base + 24]
+        src_ip6[ok6] = padded[r6, base + 8]
+        dst_ip6[ok6] = padded[r6, base + 24]
 
     return FrameColumns(
         dst_mac=dst_mac.astype(np.uint64),
