@@ -19,6 +19,7 @@ import mmap
 import os
 import socket
 import struct
+import time
 
 import numpy as np
 import numpy.typing as npt
@@ -224,13 +225,19 @@ class XskSocket:
     def _bind(self, flags: int, shared_fd: int) -> None:
         addr = ctypes.create_string_buffer(
             struct.pack("<HHIII", AF_XDP, flags, self.ifindex, self.queue, shared_fd), 16)
-        if _libc.bind(self.fd, addr, 16) != 0:
+        for attempt in range(40):
+            if _libc.bind(self.fd, addr, 16) == 0:
+                return
             err = ctypes.get_errno()
-            hint = ""
-            if err == _errno.EINVAL:
-                hint = (f"queue {self.queue} may not exist on ifindex {self.ifindex} "
-                        "(see `efvi info`)")
-            raise _fail(f"bind to queue {self.queue}", err, hint)
+            if err != _errno.EBUSY:
+                break
+            # a socket closed just before releases its queue asynchronously (RCU/work)
+            time.sleep(0.005 * (attempt + 1) if attempt < 10 else 0.05)
+        hint = ""
+        if err == _errno.EINVAL:
+            hint = (f"queue {self.queue} may not exist on ifindex {self.ifindex} "
+                    "(see `efvi info`)")
+        raise _fail(f"bind to queue {self.queue}", err, hint)
 
     # ---- doorbells (data path) -------------------------------------------------------
     def kick_tx(self) -> int:
