@@ -1,10 +1,14 @@
-"""Vectorised DMA between flat byte arrays (the sim's copy engine).
+"""Vectorised DMA between byte arrays (the sim's copy engine).
 
-Copies move 8-byte words when every offset is 8-byte aligned (the common case:
-buffers are 2 KiB aligned, DMA starts are 64-byte aligned) — eight times fewer
-elements for numpy's fancy indexing — and bytes otherwise. Like a real DMA engine,
-the word path may write up to 7 bytes of padding after a frame, never past the end
-of the 8-byte-aligned buffer area it was given.
+Registered memory is a sequence of 2 KiB packet buffers, so the common case — every
+frame starting at the same offset inside its buffer — is a *row* gather/scatter on
+a ``(n_buffers, 2048)`` view: one index per frame, a memcpy per row. Anything else
+falls back to 8-byte-word or byte fancy indexing (still no Python loop per frame),
+or to slice copies for large frames.
+
+Like a DMA engine writing whole cache lines, a copy may write bytes past a frame's
+end, never past the end of the 2 KiB buffer it was given; those bytes are the
+destination's own (masked copies keep them) unless every frame has the same length.
 """
 
 from __future__ import annotations
@@ -12,8 +16,25 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from efvi.constants import PKT_BUF_SIZE
+
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
+Layout = tuple[npt.NDArray[np.uint8], I64, int]
+
+
+def row_layout(mem: U8, offs: I64, width: int) -> Layout | None:
+    """(rows view, row of each offset, common column) if every offset sits at the same
+    column of its 2 KiB buffer and ``width`` bytes fit; else None. Cost: ~3 numpy calls."""
+    if mem.shape[0] % PKT_BUF_SIZE or offs.shape[0] == 0:
+        return None
+    col = int(offs[0]) % PKT_BUF_SIZE
+    if col + width > PKT_BUF_SIZE:
+        return None
+    rel = offs - col
+    if offs.shape[0] > 1 and (rel & (PKT_BUF_SIZE - 1)).any():
+        return None
+    return mem.reshape(-1, PKT_BUF_SIZE), rel >> 11, col
 
 
 def _words(mem: U8) -> npt.NDArray[np.uint64] | None:
@@ -25,49 +46,52 @@ def _words(mem: U8) -> npt.NDArray[np.uint64] | None:
 
 def gather_rows(mem: U8, offs: I64, width: int) -> U8:
     """``(len(offs), width)`` bytes starting at each offset (reads past the end are 0)."""
+    lay = row_layout(mem, offs, width)
+    if lay is not None:
+        rows, ridx, col = lay
+        out: U8 = rows[ridx, col:col + width]
+        return out
     limit = mem.shape[0]
     if width % 8 == 0 and not (offs % 8).any():
         words = _words(mem)
         if words is not None:
             idx = (offs // 8)[:, None] + np.arange(width // 8, dtype=np.int64)
             np.minimum(idx, words.shape[0] - 1, out=idx)
-            rows: U8 = np.ascontiguousarray(words[idx]).view(np.uint8)
-            return rows
+            return np.ascontiguousarray(words[idx]).view(np.uint8)
     idx = offs[:, None] + np.arange(width, dtype=np.int64)
     np.minimum(idx, limit - 1, out=idx)
-    out: U8 = mem[idx]
-    return out
+    res: U8 = mem[idx]
+    return res
 
 
 def scatter(dst: U8, doffs: I64, src: U8, soffs: I64, lens: I64) -> None:
     """Copy ``lens[i]`` bytes from ``src[soffs[i]:]`` to ``dst[doffs[i]:]`` for every i.
 
-    Cost: one gather and one scatter of ``n × max(lens)`` elements (÷ 8 on the word
-    path), or a Python loop of slice copies when frames are large.
+    Cost: O(1) numpy calls moving ``n × max(lens)`` bytes (row path), or a Python loop
+    of slice copies when neither side has the row layout and frames are large.
     """
     n = int(lens.shape[0])
     if n == 0:
         return
     w = int(lens.max())
+    uniform = int(lens.min()) == w
+    sl = row_layout(src, soffs, w)
+    dl = row_layout(dst, doffs, w)
+    if sl is not None and dl is not None:
+        srows, sidx, sc = sl
+        drows, didx, dc = dl
+        block = srows[sidx, sc:sc + w]
+        if not uniform:
+            keep = np.arange(w, dtype=np.int64)[None, :] < lens[:, None]
+            block = np.where(keep, block, drows[didx, dc:dc + w])
+        drows[didx, dc:dc + w] = block
+        return
     if n * w > (1 << 19):
         for s, d, ln in zip(soffs.tolist(), doffs.tolist(), lens.tolist()):
             dst[d:d + ln] = src[s:s + ln]
         return
-    dw, sw = _words(dst), _words(src)
-    if dw is not None and sw is not None and not (doffs % 8).any() and not (soffs % 8).any():
-        nw = (w + 7) // 8
-        ar = np.arange(nw, dtype=np.int64)
-        sidx = (soffs // 8)[:, None] + ar
-        didx = (doffs // 8)[:, None] + ar
-        np.minimum(sidx, sw.shape[0] - 1, out=sidx)
-        if int(lens.min()) > (nw - 1) * 8:  # every frame needs all nw words
-            dw[didx] = sw[sidx]
-        else:
-            keep = ar[None, :] * 8 < lens[:, None]
-            dw[didx[keep]] = sw[sidx[keep]]
-        return
     ar = np.arange(w, dtype=np.int64)
-    sidx = soffs[:, None] + ar
-    didx = doffs[:, None] + ar
+    sidx2 = soffs[:, None] + ar
+    didx2 = doffs[:, None] + ar
     keep = ar[None, :] < lens[:, None]
-    dst[didx[keep]] = src[sidx[keep]]
+    dst[didx2[keep]] = src[sidx2[keep]]

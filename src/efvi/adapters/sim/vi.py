@@ -47,21 +47,12 @@ class SimVI(HwVI):
         self._ev_mask = evq - 1
         self._ev_head = self._ev_tail = 0
         self._ev_mv = memoryview(self._ev.view(np.uint8))
+        self._f = {name: self._ev[name] for name in self._ev.dtype.names or ()}
         self._tx_done = 0
         self.counters: dict[str, int] = collections.defaultdict(int)
         self._closed = False
 
     # ---- events -------------------------------------------------------------------
-    def _events(self, k: int) -> npt.NDArray[np.int64] | None:
-        """Reserve ``k`` event slots; return their ring indices (None if full)."""
-        free = self._ev_mask + 1 - (self._ev_tail - self._ev_head)
-        if k > free:
-            self.counters["evq_overflow_drops"] += k
-            return None
-        idx = (self._ev_tail + np.arange(k, dtype=np.int64)) & self._ev_mask
-        self._ev_tail += k
-        return idx
-
     def _event(self, etype: int, flags: int, rq_id: int, length: int, ts: int,
                subtype: int = 0) -> None:
         """Queue one event (cost: one struct.pack_into)."""
@@ -117,35 +108,50 @@ class SimVI(HwVI):
         self._p_id[idx] = ids
         self._p_tail += n
 
-    def dma_in(self, batch: FrameBatch, sel: I64, ts: I64,
-               too_long: npt.NDArray[np.bool_]) -> None:
-        """Receive frames ``sel`` of ``batch`` into posted buffers, in order.
+    def dma_in(self, batch: FrameBatch, sel: I64 | None, ts: I64,
+               too_long: npt.NDArray[np.bool_] | None) -> None:
+        """Receive frames ``sel`` (None: all) of ``batch`` into posted buffers, in order.
 
         Fast path (every frame fits its buffer): O(1) numpy calls. Otherwise per frame:
         SOP/CONT chains, TRUNC discards, and RX_NO_DESC_TRUNC when buffers run out.
+        ``too_long`` marks frames longer than the port accepts (None: none are).
         """
         if self._closed:
             return
-        n = int(sel.shape[0])
+        n = len(batch) if sel is None else int(sel.shape[0])
         avail = self._p_tail - self._p_head
         m = min(n, avail)
-        if m > 0:
-            didx = (self._p_head + np.arange(m, dtype=np.int64)) & self._p_mask
-            addrs = self._p_addr[didx]
-            lens = batch.lens[sel[:m]]
-            cap = np.minimum(self.rx_buffer_len,
-                             PKT_BUF_SIZE - (addrs % PKT_BUF_SIZE).astype(np.int64))
-            if not too_long[sel].any() and (lens <= cap).all():
-                self._dma_fast(batch, sel[:m], addrs, lens, didx, ts)
+        if m > 0 and (too_long is None or not (too_long if sel is None else too_long[sel]).any()):
+            a = self._p_head & self._p_mask
+            if a + m <= self._p_mask + 1:
+                addrs = self._p_addr[a:a + m]
+                ids = self._p_id[a:a + m]
+            else:
+                didx = (self._p_head + np.arange(m, dtype=np.int64)) & self._p_mask
+                addrs = self._p_addr[didx]
+                ids = self._p_id[didx]
+            fsel = None if sel is None and m == n else (np.arange(m, dtype=np.int64)
+                                                      if sel is None else sel[:m])
+            lens = batch.lens if fsel is None else batch.lens[fsel]
+            col = addrs % PKT_BUF_SIZE
+            lim = min(self.rx_buffer_len, PKT_BUF_SIZE - int(col.max()))
+            if int(lens.max()) <= lim or bool(
+                    (lens <= np.minimum(self.rx_buffer_len,
+                                        PKT_BUF_SIZE - col.astype(np.int64))).all()):
+                self._dma_fast(batch, fsel, addrs, ids, lens, ts)
                 self._p_head += m
                 if n > m:
                     self.counters["rx_nodesc_drops"] += n - m
                 return
-        for i in sel.tolist():
-            self._dma_slow(batch.frame(i), int(ts[i]), bool(too_long[i]))
+        if m == 0:
+            self.counters["rx_nodesc_drops"] += n
+            return
+        for i in (range(n) if sel is None else sel.tolist()):
+            self._dma_slow(batch.frame(i), int(ts[i]),
+                           bool(too_long[i]) if too_long is not None else False)
 
     def dma_in_one(self, frame: bytes, ts: int) -> None:
-        """Receive one frame (the scalar twin of :meth:`dma_in`; ~1 µs)."""
+        """Receive one frame (the scalar twin of :meth:`dma_in`; no numpy)."""
         if self._closed:
             return
         head = self._p_head
@@ -167,33 +173,50 @@ class SimVI(HwVI):
             return
         self._dma_slow(frame, ts, ln > self.port.max_frame)
 
-    def _dma_fast(self, batch: FrameBatch, sel: I64, addrs: U64Array, lens: I64,
-                  didx: I64, ts: I64) -> None:
-        m = int(sel.shape[0])
+    def _dma_fast(self, batch: FrameBatch, fsel: I64 | None, addrs: U64Array, ids: U32Array,
+                  lens: I64, ts: I64) -> None:
+        m = int(addrs.shape[0])
+        soffs = batch.offs if fsel is None else batch.offs[fsel]
         dst = self.pd.resolve(addrs)
         if dst is None:  # buffers in several regions: copy frame by frame
             for k in range(m):
                 mem, off = self.pd.resolve_one(int(addrs[k]))
-                o, ln = int(batch.offs[sel[k]]), int(lens[k])
+                o, ln = int(soffs[k]), int(lens[k])
                 mem[off:off + ln] = batch.mem[o:o + ln]
         else:
             mem, doffs = dst
-            scatter(mem, doffs, batch.mem, batch.offs[sel], lens)
-        idx = self._events(m)
-        if idx is None:
-            return
-        ev = self._ev
-        ev["type"][idx] = _RX
-        ev["subtype"][idx] = 0
-        first_byte = batch.mem[batch.offs[sel]]
-        ev["flags"][idx] = _SOP | ((first_byte & 1).astype(np.uint16) * _MCAST)
-        ev["q_id"][idx] = 0
-        ev["ofs"][idx] = 0
-        ev["rq_id"][idx] = self._p_id[didx]
-        ev["len"][idx] = lens
-        ev["ts_ns"][idx] = ts[sel]
-        self.counters["rx_packets"] += m
-        self.counters["rx_bytes"] += int(lens.sum())
+            scatter(mem, doffs, batch.mem, soffs, lens)
+        mcast = (batch.mem[soffs] & 1).astype(np.uint16) * _MCAST
+        self._write_events(m, _RX, 0, mcast | _SOP, ids, lens,
+                           ts if fsel is None else ts[fsel])
+        c = self.counters
+        c["rx_packets"] += m
+        c["rx_bytes"] += int(lens.sum())
+
+    def _write_events(self, k: int, etype: int, subtype: int, flags: object, rq_id: object,
+                      length: object, ts: object) -> None:
+        """Queue ``k`` events; array arguments have length ``k`` (one or two slices)."""
+        free = self._ev_mask + 1 - (self._ev_tail - self._ev_head)
+        if k > free:
+            self.counters["evq_overflow_drops"] += k - free
+            k = free
+            if k <= 0:
+                return
+        a = self._ev_tail & self._ev_mask
+        first = min(k, self._ev_mask + 1 - a)
+        f = self._f
+        for lo, hi, src in ((a, a + first, 0), (0, k - first, first)):
+            if hi <= lo:
+                continue
+            cnt = hi - lo
+            f["type"][lo:hi] = etype
+            f["subtype"][lo:hi] = subtype
+            f["q_id"][lo:hi] = 0
+            f["ofs"][lo:hi] = 0
+            for name, v in (("flags", flags), ("rq_id", rq_id), ("len", length),
+                            ("ts_ns", ts)):
+                f[name][lo:hi] = v[src:src + cnt] if isinstance(v, np.ndarray) else v
+        self._ev_tail += k
 
     def _take_desc(self) -> tuple[int, int] | None:
         if self._p_head == self._p_tail:
@@ -307,18 +330,9 @@ class SimVI(HwVI):
         last = np.arange(EF_VI_TRANSMIT_BATCH - 1, npk, EF_VI_TRANSMIT_BATCH, dtype=np.int64)
         if last.shape[0] == 0 or last[-1] != npk - 1:
             last = np.append(last, npk - 1)
-        idx = self._events(int(last.shape[0]))
-        if idx is None:
-            return
-        ev = self._ev
-        ev["type"][idx] = etype
-        ev["subtype"][idx] = subtype
-        ev["flags"][idx] = 0
-        ev["q_id"][idx] = 0
-        ev["ofs"][idx] = 0
-        ev["rq_id"][idx] = (self._tx_done + ends[last] + 1) & 0xFFFFFFFF
-        ev["len"][idx] = 0
-        ev["ts_ns"][idx] = ts[last] if ts.shape[0] == npk else 0
+        self._write_events(int(last.shape[0]), etype, subtype, 0,
+                           (self._tx_done + ends[last] + 1) & 0xFFFFFFFF, 0,
+                           ts[last] if ts.shape[0] == npk else 0)
 
     def stats(self) -> dict[str, int]:
         """This VI's counters plus the port's wire-level drops (``port_*_drops``)."""
