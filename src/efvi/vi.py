@@ -237,7 +237,7 @@ class VirtualInterface:
         if n <= 0:
             return 0 if addrs.shape[0] == 0 else EAGAIN
         addrs, ids = addrs[:n], ids[:n]
-        if (ids == _MASK).any() or not self._dma_ok_batch(addrs, None):
+        if int(ids.max()) == _MASK or not self._dma_ok_batch(addrs, None):
             self._rejected += 1
             return EINVAL
         _ring_store(self._rx_addr, self._rx_added, self._rx_mask, addrs)
@@ -341,8 +341,8 @@ class VirtualInterface:
         if n <= 0:
             return 0
         addrs, lens, ids = addrs[:n], lens[:n], ids[:n]
-        if ((ids == _MASK).any() or (lens < MIN_TX_FRAME).any()
-                or (lens > MAX_TX_FRAME).any() or not self._dma_ok_batch(addrs, lens)):
+        if (int(ids.max()) == _MASK or int(lens.min()) < MIN_TX_FRAME
+                or int(lens.max()) > MAX_TX_FRAME or not self._dma_ok_batch(addrs, lens)):
             self._rejected += 1
             return EINVAL
         base = self._tx_added
@@ -514,9 +514,15 @@ class VirtualInterface:
 
     def _dma_ok_batch(self, addrs: U64Array, lens: npt.NDArray[np.uint32] | None) -> bool:
         pd = self.pd
+        if pd._hi:  # one region: the extremes decide (the lowest start, the highest end)
+            if int(addrs.min()) < pd._lo:
+                return False
+            top = int(addrs.max()) + (int(lens.max()) if lens is not None else 1)
+            if top <= pd._hi:
+                return True
         ends = addrs + (lens.astype(np.uint64) if lens is not None else np.uint64(1))
         if pd._hi:
-            return bool((addrs >= pd._lo).all() and (ends <= pd._hi).all())
+            return bool((ends <= pd._hi).all())
         if not pd._regions:
             return False
         bases = np.asarray(pd._bases, dtype=np.uint64)

@@ -6,9 +6,9 @@ a ``(n_buffers, 2048)`` view: one index per frame, a memcpy per row. Anything el
 falls back to 8-byte-word or byte fancy indexing (still no Python loop per frame),
 or to slice copies for large frames.
 
-Like a DMA engine writing whole cache lines, a copy may write bytes past a frame's
-end, never past the end of the 2 KiB buffer it was given; those bytes are the
-destination's own (masked copies keep them) unless every frame has the same length.
+Like a DMA engine writing whole cache lines, a copy may write up to 7 bytes past a
+frame's end (contents unspecified), never past the end of the 2 KiB buffer it was
+given.
 """
 
 from __future__ import annotations
@@ -37,6 +37,26 @@ def row_layout(mem: U8, offs: I64, width: int) -> Layout | None:
     return mem.reshape(-1, PKT_BUF_SIZE), rel >> 11, col
 
 
+def _run(ridx: I64) -> int | None:
+    """First row if ``ridx`` is r, r+1, ..., r+n-1 (a slice will do), else None."""
+    n = ridx.shape[0]
+    r0 = int(ridx[0])
+    if int(ridx[-1]) - r0 != n - 1:
+        return None
+    if n > 2 and not (np.diff(ridx) == 1).all():
+        return None
+    return r0
+
+
+def _cols(rows: U8, col: int, w: int) -> npt.NDArray[np.generic]:
+    """Columns [col, col+w) of every row, as 8-byte words when aligned (w rounded up)."""
+    if col % 8 == 0:
+        w8 = (w + 7) & ~7
+        if col + w8 <= PKT_BUF_SIZE and rows.ctypes.data % 8 == 0:
+            return rows.view(np.uint64)[:, col // 8:(col + w8) // 8]
+    return rows[:, col:col + w]
+
+
 def _words(mem: U8) -> npt.NDArray[np.uint64] | None:
     if mem.ctypes.data % 8:
         return None
@@ -49,7 +69,9 @@ def gather_rows(mem: U8, offs: I64, width: int) -> U8:
     lay = row_layout(mem, offs, width)
     if lay is not None:
         rows, ridx, col = lay
-        out: U8 = rows[ridx, col:col + width]
+        r0 = _run(ridx)
+        out: U8 = rows[r0:r0 + ridx.shape[0], col:col + width] if r0 is not None \
+            else rows[ridx, col:col + width]
         return out
     limit = mem.shape[0]
     if width % 8 == 0 and not (offs % 8).any():
@@ -80,6 +102,16 @@ def scatter(dst: U8, doffs: I64, src: U8, soffs: I64, lens: I64) -> None:
     if sl is not None and dl is not None:
         srows, sidx, sc = sl
         drows, didx, dc = dl
+        if uniform:  # whole (word-rounded) rows: slices where the rows are runs
+            scols, dcols = _cols(srows, sc, w), _cols(drows, dc, w)
+            if scols.dtype == dcols.dtype and scols.shape[1] == dcols.shape[1]:
+                s0, d0 = _run(sidx), _run(didx)
+                block = scols[s0:s0 + n] if s0 is not None else scols[sidx]
+                if d0 is not None:
+                    dcols[d0:d0 + n] = block
+                else:
+                    dcols[didx] = block
+                return
         block = srows[sidx, sc:sc + w]
         if not uniform:
             keep = np.arange(w, dtype=np.int64)[None, :] < lens[:, None]

@@ -357,8 +357,9 @@ class SimPort:
         groups, decisions = self._route(batch)
         if groups is None:  # one flow
             d = decisions[0]
+            mcast = bool(batch.mem[int(batch.offs[0])] & 1)
             for entry in d.steal + d.sniff:
-                _pick(entry, d.flow_hash).dma_in(batch, None, ts, too_long)
+                _pick(entry, d.flow_hash).dma_in(batch, None, ts, too_long, mcast)
             if d.to_kernel:
                 self._to_kernel(batch, np.arange(n, dtype=np.int64), ts)
             elif d.filter_miss:

@@ -103,18 +103,23 @@ class SimVI(HwVI):
     # ---- RX -----------------------------------------------------------------------
     def rx_post(self, addrs: U64Array, ids: U32Array) -> None:
         n = addrs.shape[0]
-        idx = (self._p_tail + np.arange(n, dtype=np.int64)) & self._p_mask
-        self._p_addr[idx] = addrs
-        self._p_id[idx] = ids
+        a = self._p_tail & self._p_mask
+        first = min(n, self._p_mask + 1 - a)
+        self._p_addr[a:a + first] = addrs[:first]
+        self._p_id[a:a + first] = ids[:first]
+        if first < n:
+            self._p_addr[:n - first] = addrs[first:]
+            self._p_id[:n - first] = ids[first:]
         self._p_tail += n
 
     def dma_in(self, batch: FrameBatch, sel: I64 | None, ts: I64,
-               too_long: npt.NDArray[np.bool_] | None) -> None:
+               too_long: npt.NDArray[np.bool_] | None, mcast: bool | None = None) -> None:
         """Receive frames ``sel`` (None: all) of ``batch`` into posted buffers, in order.
 
         Fast path (every frame fits its buffer): O(1) numpy calls. Otherwise per frame:
         SOP/CONT chains, TRUNC discards, and RX_NO_DESC_TRUNC when buffers run out.
-        ``too_long`` marks frames longer than the port accepts (None: none are).
+        ``too_long`` marks frames longer than the port accepts (None: none are);
+        ``mcast`` says all frames are (or are not) multicast, None: look at each.
         """
         if self._closed:
             return
@@ -138,7 +143,7 @@ class SimVI(HwVI):
             if int(lens.max()) <= lim or bool(
                     (lens <= np.minimum(self.rx_buffer_len,
                                         PKT_BUF_SIZE - col.astype(np.int64))).all()):
-                self._dma_fast(batch, fsel, addrs, ids, lens, ts)
+                self._dma_fast(batch, fsel, addrs, ids, lens, ts, mcast)
                 self._p_head += m
                 if n > m:
                     self.counters["rx_nodesc_drops"] += n - m
@@ -174,7 +179,7 @@ class SimVI(HwVI):
         self._dma_slow(frame, ts, ln > self.port.max_frame)
 
     def _dma_fast(self, batch: FrameBatch, fsel: I64 | None, addrs: U64Array, ids: U32Array,
-                  lens: I64, ts: I64) -> None:
+                  lens: I64, ts: I64, mcast: bool | None = None) -> None:
         m = int(addrs.shape[0])
         soffs = batch.offs if fsel is None else batch.offs[fsel]
         dst = self.pd.resolve(addrs)
@@ -186,9 +191,11 @@ class SimVI(HwVI):
         else:
             mem, doffs = dst
             scatter(mem, doffs, batch.mem, soffs, lens)
-        mcast = (batch.mem[soffs] & 1).astype(np.uint16) * _MCAST
-        self._write_events(m, _RX, 0, mcast | _SOP, ids, lens,
-                           ts if fsel is None else ts[fsel])
+        if mcast is None:
+            flags: object = ((batch.mem[soffs] & 1).astype(np.uint16) * _MCAST) | _SOP
+        else:
+            flags = _SOP | (_MCAST if mcast else 0)
+        self._write_events(m, _RX, 0, flags, ids, lens, ts if fsel is None else ts[fsel])
         c = self.counters
         c["rx_packets"] += m
         c["rx_bytes"] += int(lens.sum())
@@ -275,7 +282,10 @@ class SimVI(HwVI):
             if EF_REQUEST_ID_MASK not in il:
                 self._tx_scalar(addrs.tolist(), lens.tolist())
                 return
-        ends = np.flatnonzero(ids != EF_REQUEST_ID_MASK)  # last descriptor of each packet
+        if int(ids.max()) != EF_REQUEST_ID_MASK:  # one descriptor per packet
+            ends = np.arange(ndesc, dtype=np.int64)
+        else:  # the last descriptor of each packet
+            ends = np.flatnonzero(ids != EF_REQUEST_ID_MASK)
         if ends.shape[0] == 0:
             return
         if port.fail_next_tx is not None:
