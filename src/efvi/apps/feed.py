@@ -76,7 +76,7 @@ class _Ring:
         self.vi.receive_post_batch(self.addrs[:n], np.arange(n, dtype=np.uint32))
 
 
-def run_feed(messages: int = 100_000, *, batch: int = 256, group: str = "239.100.0.1",
+def run_feed(messages: int = 100_000, *, batch: int = 1024, group: str = "239.100.0.1",
              port: int = 30001, url_tx: str = "sim:exchange?wire=demo-feed",
              url_rx: str = "sim:trader?wire=demo-feed", capture: PcapNgWriter | None = None,
              progress: Callable[[FeedResult], None] | None = None) -> FeedResult:
@@ -149,13 +149,16 @@ def run_feed(messages: int = 100_000, *, batch: int = 256, group: str = "239.100
                 if capture is not None and ids.size:
                     capture.write_batch(cap.rows[ids, :flen], b.len[rxm], b.ts_ns[rxm], ifidx)
                 cap.vi.receive_post_batch(cap.addrs[ids], ids.astype(np.uint32))
-            st = tr.vi.stats()
-            res.drops = st["drops"]
-            idle = idle + 1 if got == 0 and next_seq >= messages else 0
+            if got == 0 and next_seq >= messages:
+                idle += 1
+                res.drops = tr.vi.stats()["drops"]
+            else:
+                idle = 0
             now_wall = time.perf_counter()
             if progress is not None and now_wall - last_report >= 1.0:
                 last_report = now_wall
                 res.wall_s = now_wall - t0
+                res.drops = tr.vi.stats()["drops"]
                 progress(res)
         res.wall_s = time.perf_counter() - t0
         st_tr, st_cap = tr.vi.stats(), cap.vi.stats()

@@ -17,7 +17,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                     "Prints messages, rate, drops and one-way latency on the sim clock.")
     p.add_argument("-n", "--messages", type=int, default=100_000,
                    help="messages to publish (default 100000)")
-    p.add_argument("-b", "--batch", type=int, default=256, help="TX batch size (default 256)")
+    p.add_argument("-b", "--batch", type=int, default=1024, help="TX batch size (default 1024)")
     p.add_argument("-g", "--group", default="239.100.0.1", help="multicast group")
     p.add_argument("-p", "--port", type=int, default=30001, help="UDP port")
     p.add_argument("-w", "--write", metavar="FILE",
@@ -27,8 +27,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.messages <= 0 or args.batch <= 0:
-        raise SystemExit("efvi demo: --messages and --batch must be positive")
+    if args.messages <= 0 or not 1 <= args.batch <= 2048:
+        raise SystemExit("efvi demo: --messages must be positive and --batch 1..2048")
 
     def tick(r: FeedResult) -> None:
         progress(f"  ... sent {r.sent}  received {r.received}  sniffed {r.sniffed}  "
