@@ -754,11 +754,34 @@ class PacketVI(HwVI):
         if k < done.size and t.status[max(int(slots[k]), 0)] == ring.TP_STATUS_SEND_REQUEST \
                 and self._kick_err:
             self._kick()  # an earlier send() gave up (e.g. ENOBUFS): ask again
-        written = 0
-        i = 0
+        if k == 0:
+            return 0
         ndesc = self._c_ndesc[idx[:k]].astype(np.int64)
         cum = np.cumsum(ndesc)
         err = slots[:k] < 0
+        if not err.any():  # the common case, vectorised: one TX event per 64 frames
+            ends = np.arange(EF_VI_TRANSMIT_BATCH, k + EF_VI_TRANSMIT_BATCH,
+                             EF_VI_TRANSMIT_BATCH, dtype=np.int64)
+            ends[-1] = k
+            m = min(int(ends.shape[0]), room)
+            ends = ends[:m]
+            ev = out[pos:pos + m]
+            ev["type"] = _TX
+            ev["subtype"] = 0
+            ev["flags"] = 0
+            ev["q_id"] = self.q_id
+            ev["ofs"] = 0
+            ev["rq_id"] = (self._desc_done + cum[ends - 1]) & _MASK
+            ev["len"] = 0
+            ev["ts_ns"] = 0
+            j = int(ends[-1])
+            self.c["tx_packets"] += j
+            self.c["tx_bytes"] += int(self._c_len[idx[:j]].sum())
+            self._desc_done += int(cum[j - 1])
+            self._c_head = h + j
+            return m
+        written = 0
+        i = 0
         while i < k and written < room:
             kind_err = bool(err[i])
             j = i + 1
