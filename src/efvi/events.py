@@ -159,13 +159,14 @@ class EventBatch:
     ts_ns = property(lambda self: self.records["ts_ns"])
 
     def mask(self, etype: EventType) -> npt.NDArray[np.bool_]:
-        return self.records["type"] == int(etype)
+        out: npt.NDArray[np.bool_] = self.records["type"] == int(etype)
+        return out
 
     def rx_mask(self) -> npt.NDArray[np.bool_]:
-        return self.records["type"] == int(EventType.RX)
+        return self.mask(EventType.RX)
 
     def tx_mask(self) -> npt.NDArray[np.bool_]:
-        return self.records["type"] == int(EventType.TX)
+        return self.mask(EventType.TX)
 
     def events(self) -> list[Event]:
         """Per-event objects (cost: one small tuple per event)."""

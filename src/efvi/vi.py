@@ -441,7 +441,8 @@ class VirtualInterface:
 
         Frees their ring slots; at most 64 ids. Call once per TX event.
         """
-        return self._unbundle_to(event.rq_id).tolist()
+        ids: list[int] = self._unbundle_to(event.rq_id).tolist()
+        return ids
 
     def transmit_completed(self, batch: EventBatch) -> U32Array:
         """Every id completed by the TX and TX_ERROR events of ``batch``, in order.
@@ -471,7 +472,8 @@ class VirtualInterface:
         else:
             ids = self._tx_ids[np.arange(removed, removed + n, dtype=np.int64) & mask]
         self._tx_removed = removed + n
-        return ids[ids != _MASK]
+        out: U32Array = ids[ids != _MASK]
+        return out
 
     # ---- filters -------------------------------------------------------------------
     def filter_add(self, spec: FilterSpec) -> FilterCookie:

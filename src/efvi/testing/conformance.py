@@ -32,7 +32,7 @@ from efvi import (ClosedError, Driver, EventType, FilterExistsError, FilterSpec,
                   MemoryRegion, ProtectionDomain, SetupError, UnsupportedError,
                   VirtualInterface)
 from efvi.constants import EF_VI_TRANSMIT_BATCH, PKT_BUF_SIZE
-from efvi.events import EventBatch
+from efvi.events import Event, EventBatch
 from efvi.wire.build import udp_frame
 
 _wire_ids = itertools.count()
@@ -308,7 +308,7 @@ class AdapterConformance:
         for i in range(16):
             assert rx.vi.receive_post(rx.addr(i), i) == 0
         send(tx, frames(link, 10, self.port + 2))
-        evs = []
+        evs: list[Event] = []
         deadline = time.monotonic() + link.timeout
         while len(evs) < 10 and time.monotonic() < deadline:
             evs += [e for e in rx.vi.eventq_poll(8) if e.type == EventType.RX]

@@ -54,8 +54,10 @@ class Side:
     def run(self, *cmd: str, check: bool = True, timeout: float = 60,
             **kw: object) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` inside this side's namespace."""
-        return subprocess.run(["ip", "netns", "exec", self.netns, *cmd], check=check,
-                              capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload, no-any-return]
+        res: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+            ["ip", "netns", "exec", self.netns, *cmd], check=check, capture_output=True,
+            text=True, timeout=timeout, **kw)
+        return res
 
     def popen(self, *cmd: str, **kw: object) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["ip", "netns", "exec", self.netns, *cmd], **kw)  # type: ignore[call-overload, no-any-return]

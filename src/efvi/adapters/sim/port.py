@@ -436,14 +436,14 @@ class SimPort:
         all_canon = bool(canon.all())
         if all_canon or canon.any():
             ci = np.arange(n, dtype=np.int64) if all_canon else np.flatnonzero(canon)
-            key = hdr if all_canon else hdr[ci]
-            words = np.ascontiguousarray(key).view(np.uint64)  # (m, 5)
+            keys = hdr if all_canon else hdr[ci]
+            words = np.ascontiguousarray(keys).view(np.uint64)  # (m, 5)
             h = (words * _HASH_MULT).sum(axis=1, dtype=np.uint64)
             _, first, inv = np.unique(h, return_index=True, return_inverse=True)
-            if not (key == key[first[inv]]).all():  # a hash collision: be exact
-                _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+            if not (keys == keys[first[inv]]).all():  # a hash collision: be exact
+                _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
             for j in first.tolist():
-                decisions.append(self._decide(batch, int(ci[j]), key[j].tobytes()))
+                decisions.append(self._decide(batch, int(ci[j]), keys[j].tobytes()))
             groups[ci] = inv.reshape(-1)
         if not all_canon:
             for i in np.flatnonzero(~canon).tolist():

@@ -46,7 +46,7 @@ class SimVI(HwVI):
         self._ev = event_array(evq)
         self._ev_mask = evq - 1
         self._ev_head = self._ev_tail = 0
-        self._ev_mv = memoryview(self._ev.view(np.uint8))
+        self._ev_mv = memoryview(self._ev.view(np.uint8))  # type: ignore[arg-type]
         self._f = {name: self._ev[name] for name in self._ev.dtype.names or ()}
         self._tx_done = 0
         self.counters: dict[str, int] = collections.defaultdict(int)
@@ -81,7 +81,7 @@ class SimVI(HwVI):
         if first < k:
             out[first:k] = self._ev[:k - first]
         self._ev_head += k
-        return k
+        return int(k)
 
     def sw_event(self, data: int) -> bool:
         if self._ev_tail - self._ev_head > self._ev_mask:
