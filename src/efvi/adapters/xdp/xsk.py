@@ -107,9 +107,12 @@ class Ring:
         self.size = n
         self.mask = n - 1
         self._mv = mv
+        # scalar views for the per-packet path (memoryview indexing beats numpy's)
+        self.desc_q = mv[d_off:d_off + n * dtype.itemsize].cast("Q")
+        self.desc_i = mv[d_off:d_off + n * dtype.itemsize].cast("I")
 
     def close(self) -> None:
-        for v in (self.prod, self.cons, self.flags):
+        for v in (self.prod, self.cons, self.flags, self.desc_q, self.desc_i):
             v.release()
         del self.desc
         self._mv.release()
