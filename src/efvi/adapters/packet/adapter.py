@@ -454,7 +454,8 @@ class PacketVI(HwVI):
         self._d_head = self._d_tail = 0
         # events made while taking frames, handed out by harvest
         self._pend = event_array(2 * rs + 64)
-        self._np = 0
+        self._np = 0  # pending events are self._pend[self._ph:self._np]
+        self._ph = 0
         # TX completion FIFO: one entry per frame
         ts_ = max(txq, 2)
         self._c_slot = np.zeros(ts_, np.int64)
@@ -506,13 +507,28 @@ class PacketVI(HwVI):
         self._d_id[idx] = ids
         self._d_tail += n
 
-    def _take(self) -> None:
-        """Move ready ring frames into posted buffers (events into the pending queue)."""
+    def _room(self) -> int:
+        """Free pending-event slots (compacting the queue to its front if that helps)."""
+        free = self._pend.shape[0] - self._np
+        if self._ph and free < self._pend.shape[0] // 2:
+            n = self._np - self._ph
+            self._pend[:n] = self._pend[self._ph:self._np].copy()
+            self._ph, self._np = 0, n
+            free = self._pend.shape[0] - n
+        return free
+
+    def _take(self, budget: int | None = None) -> None:
+        """Move ready ring frames into posted buffers (events into the pending queue).
+
+        ``budget`` bounds the frames delivered (frames with no buffer are dropped
+        whatever the budget: a drop costs no event).
+        """
         r = self._rx
         if r is None:
             return
         ns = r.nslots
-        while True:
+        left = budget if budget is not None else 1 << 62
+        while left > 0:
             cur = self._cur
             w = min(ns - cur, _SCAN)
             ready = (r.status[cur:cur + w] & ring.TP_STATUS_USER).astype(bool)
@@ -525,8 +541,7 @@ class PacketVI(HwVI):
                 r.status[cur:cur + nready] = ring.TP_STATUS_KERNEL
                 self._cur = (cur + nready) % ns
                 continue
-            room = self._pend.shape[0] - self._np
-            take = min(nready, avail, room)
+            take = min(nready, avail, self._room(), left)
             if take <= 0:
                 return
             done = self._take_fast(cur, take)
@@ -535,6 +550,7 @@ class PacketVI(HwVI):
                 if done == 0:
                     return
             self._cur = (cur + done) % ns
+            left -= done
 
     def _take_fast(self, cur: int, n: int) -> int:
         """n frames from slot ``cur``, one buffer each, vectorised; 0 if not applicable."""
@@ -612,8 +628,7 @@ class PacketVI(HwVI):
                 length += 4
                 snap += 4
             # worst case events: one per buffer (≥ 64 bytes each) + a NO_DESC_TRUNC
-            if self._pend.shape[0] - self._np < min(length // 64 + 2, self._d_tail
-                                                    - self._d_head + 1):
+            if self._room() < min(length // 64 + 2, self._d_tail - self._d_head + 1):
                 break
             desc = self._next_desc()
             if desc is None:
@@ -822,24 +837,26 @@ class PacketVI(HwVI):
         n = self._drain(out, 0, max_events)
         n += self._tx_complete(out, n, max_events - n)
         if n < max_events:
-            self._take()
+            self._take(max_events - n)
             n += self._drain(out, n, max_events - n)
         return n
 
     def _drain(self, out: EventArray, pos: int, room: int) -> int:
-        k = min(self._np, room)
+        h = self._ph
+        k = min(self._np - h, room)
         if k <= 0:
             return 0
-        out[pos:pos + k] = self._pend[:k]
-        rest = self._np - k
-        if rest:
-            self._pend[:rest] = self._pend[k:self._np].copy()
-        self._np = rest
+        out[pos:pos + k] = self._pend[h:h + k]
+        h += k
+        if h == self._np:
+            self._ph = self._np = 0
+        else:
+            self._ph = h
         return k
 
     def wait(self, timeout_ns: int | None) -> None:
         """Sleep in poll(2) until the ring has a frame or ``timeout_ns`` passes."""
-        if self.closed or self._np:
+        if self.closed or self._np > self._ph:
             return
         if self._c_head != self._c_tail:
             timeout_ns = min(timeout_ns if timeout_ns is not None else 1_000_000, 1_000_000)
@@ -853,7 +870,7 @@ class PacketVI(HwVI):
             self._poller.poll(ms)
 
     def sw_event(self, data: int) -> bool:
-        if self.closed or self._np >= self._pend.shape[0]:
+        if self.closed or self._room() <= 0:
             return False
         self._event(_SW, 0, 0, data & 0xFFFF, 0)
         return True
