@@ -33,6 +33,15 @@ class SinkStats:
     drops: int = 0
     drop_causes: dict[str, int] = field(default_factory=dict)
     clock: str = ""
+    first_s: float | None = None  # wall clock (perf_counter) of the first and last RX
+    last_s: float = 0.0
+
+    @property
+    def pps(self) -> float:
+        """Packets per second between the first and the last packet received."""
+        if self.first_s is None or self.last_s <= self.first_s:
+            return 0.0
+        return self.rx_packets / (self.last_s - self.first_s)
 
 
 PacketHook = Callable[[int, bytes, int], None]  # (ts_ns, frame, flags)
@@ -85,6 +94,10 @@ class Sink:
         while True:
             b = vi.poll()
             if len(b):
+                t = time.perf_counter()
+                if st.first_s is None:
+                    st.first_s = t
+                st.last_s = t
                 self._handle(b, st, on_packet)
             elif count is None or st.rx_packets < count:
                 vi.eventq_wait(2_000_000)

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         with stop_on_signals() as stop:
             st = sink.run(count=args.count, duration_s=args.duration, on_packet=hook,
                           on_second=tick, stop=stop)
-    pps = st.rx_packets / st.elapsed_s if st.elapsed_s else 0.0
+    pps = st.pps
     if args.json:
         emit_json({"url": args.url, "filters": [str(s) for s in specs],
                    "rx_packets": st.rx_packets, "rx_bytes": st.rx_bytes,
@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
                    "drop_causes": st.drop_causes, "elapsed_s": round(st.elapsed_s, 6),
                    "pps": round(pps, 1), "clock": st.clock})
     else:
-        print(f"received {st.rx_packets} packets ({st.rx_bytes} bytes) in {st.elapsed_s:.3f} s, "
-              f"{pps:.0f} pps; discards {st.rx_discards}; drops {st.drops}", file=sys.stdout)
+        print(f"received {st.rx_packets} packets ({st.rx_bytes} bytes) in {st.elapsed_s:.3f} s "
+              f"({pps:.0f} pps from first to last); discards {st.rx_discards}; drops {st.drops}",
+              file=sys.stdout)
         causes = ", ".join(f"{k}={v}" for k, v in st.drop_causes.items() if v)
         if causes:
             print(f"drops by cause: {causes}")

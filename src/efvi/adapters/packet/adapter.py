@@ -3,8 +3,8 @@
 ``Driver.open("packet:IFNAME[?ring=N&snaplen=N&ts=auto|sw|hw&qdisc=0|1]")``.
 
 Each VI owns one AF_PACKET socket bound to the interface, with an mmap'ed RX ring
-(``ring`` slots, default 2048 for a 1500-byte MTU) and a TX ring (one slot per TX
-descriptor of the VI). The VI's filters are compiled into **one** classic BPF program
+(``ring`` slots; by default 4 MiB of them — 2048 for a 1500-byte MTU — or as many as
+the VI's RX ring size if that is larger) and a TX ring (one slot per TX descriptor). The VI's filters are compiled into **one** classic BPF program
 that OR-s them (:mod:`.cbpf`) and is attached with ``SO_ATTACH_FILTER``, so the kernel
 drops frames no filter wants before copying them. The kernel keeps its own copy of
 every frame: filters *sniff*; asking to steal raises UnsupportedError naming ``xdp``.
@@ -28,7 +28,9 @@ Arrival
     buffers are posted, frames already waiting take the buffers posted before them
     and the rest are dropped as ``rx_nodesc_drops`` — as on a NIC, a frame finds a
     descriptor or is lost. A full ring drops in the kernel (``rx_ring_drops``, from
-    PACKET_STATISTICS, which resets on read, so the VI accumulates).
+    PACKET_STATISTICS, which resets on read, so the VI accumulates). So, as on ef_vi,
+    the buffering that rides out a stalled consumer is the number of buffers posted:
+    size the RX ring (up to 65536) for the longest stall to survive.
 
 TX
     Frames are copied from registered memory into TX ring slots, the slot status set
@@ -439,7 +441,10 @@ class PacketVI(HwVI):
         self.specs: list[FilterSpec] = []
         self.fanout: int | None = None
         self.closed = False
-        slots = a.ring_slots or max(256, (4 << 20) // max(2048, _pow2(a.snaplen + 72)))
+        # the kernel ring holds at least as many frames as the VI can have buffers
+        # posted (a burst the VI could take must not overflow the ring first)
+        slots = a.ring_slots or max(256, (4 << 20) // max(2048, _pow2(a.snaplen + 72)),
+                                    _pow2(rxq))
         self._s = PacketSocket(a.iface, slots if rxq else 0, a.snaplen, txq, a.max_frame + 4,
                                qdisc_bypass=a.qdisc_bypass, hw_timestamps=a.hw_ts,
                                reject_all=cbpf.compile_filters([]))

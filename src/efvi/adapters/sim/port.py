@@ -23,6 +23,7 @@ import ipaddress
 import select
 import socket
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -92,13 +93,14 @@ class FrameBatch:
 
 class RemoteWire:
     """One end of a wire between processes: a Unix datagram socket in the abstract
-    namespace (``@efvi-sim-wire/NAME/0`` or ``/1``). A datagram carries up to 60 kB of
+    namespace (``@efvi-sim-wire/NAME/0`` or ``/1``). A datagram carries up to 16 kB of
     frames, each as its sender's int-ns wire timestamp (8 bytes), its length (4 bytes)
     and its bytes.
     """
 
     _HDR = struct.Struct("<qI")
-    MAX_DGRAM = 60_000
+    MAX_DGRAM = 16_000
+    PAUSE_S = 1.0
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -131,6 +133,7 @@ class RemoteWire:
     def send(self, frames: list[bytes], stamps: list[int]) -> dict[str, int]:
         """Send frames; return drop counts by cause ("no_peer", "wire_stalled")."""
         drops: dict[str, int] = {}
+        wait_s = self.PAUSE_S
         pack = self._HDR.pack
         chunk: list[bytes] = []
         size = count = 0
@@ -141,25 +144,28 @@ class RemoteWire:
             size += 12 + len(f)
             count += 1
             if size >= self.MAX_DGRAM or i == len(items) - 1:
-                cause = self._send(b"".join(chunk))
+                cause = self._send(b"".join(chunk), wait_s)
                 if cause:
                     drops[cause] = drops.get(cause, 0) + count
+                    wait_s = 0.0  # the rest of this doorbell does not wait again
                 chunk, size, count = [], 0, 0
         return drops
 
-    def _send(self, data: bytes) -> str | None:
-        # a full peer queue makes the sender wait a little (≤ 50 ms), as a NIC waits
-        # for the wire; a peer stuck longer than that loses the frames, counted
-        for attempt in range(2):
+    def _send(self, data: bytes, wait_s: float) -> str | None:
+        # A full peer queue pauses the sender (as Ethernet pause frames would) for up to
+        # ``wait_s``; a peer stuck longer than that loses the frames, counted.
+        deadline = time.monotonic() + wait_s
+        while True:
             try:
                 self.sock.sendto(data, self.peer)
                 return None
             except (ConnectionRefusedError, FileNotFoundError):
                 return "no_peer"
             except BlockingIOError:
-                if attempt == 0:
-                    select.select([], [self.sock], [], 0.05)
-        return "wire_stalled"
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return "wire_stalled"
+                select.select([], [self.sock], [], min(left, 0.01))
 
     def recv(self, max_frames: int) -> tuple[list[bytes], list[int]]:
         frames: list[bytes] = []
@@ -264,7 +270,7 @@ class SimPort:
         for cause, n in self.remote.send(frames, stamps).items():
             self.counters[f"tx_{cause}_drops"] += n
 
-    def pump(self, max_frames: int = 4096) -> int:
+    def pump(self, max_frames: int = 256) -> int:
         """Receive what the other process put on a remote wire (called by harvest)."""
         if self.remote is None:
             return 0

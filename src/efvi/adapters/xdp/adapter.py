@@ -539,6 +539,22 @@ class XdpVI(HwVI):
         n = int(addrs.shape[0])
         if n == 0:
             return
+        if n == 1:  # per-packet send: scalar path (no numpy calls)
+            ln = int(lens[0])
+            if ln <= CHUNK_SIZE:
+                t = self.tx_sock.tx
+                assert t is not None
+                p = self._tx_prod
+                j = (p & t.mask) * 2
+                t.desc_q[j] = int(addrs[0])
+                t.desc_i[2 * j + 2] = ln
+                self._tx_prod = p = (p + 1) & M32
+                t.prod[0] = p
+                self._tx_unkicked = True
+                self._run(0, 1, 1)
+                self.counters["tx_bytes"] += ln
+                self._kick()
+                return
         if (ids == _REQ_NONE).any() or (lens > CHUNK_SIZE).any():
             self._tx_slow(addrs, lens, ids)
         else:
@@ -628,9 +644,7 @@ class XdpVI(HwVI):
         if self.tx_sock is not None and n < max_events:
             n += self._harvest_tx(out, n, max_events - n)
         while self._sw and n < max_events:
-            rec = out[n]
-            rec["type"], rec["subtype"], rec["flags"], rec["q_id"] = _SW, 0, 0, 0
-            rec["ofs"], rec["rq_id"], rec["len"], rec["ts_ns"] = 0, 0, self._sw.popleft(), 0
+            out[n] = (_SW, 0, 0, 0, 0, 0, self._sw.popleft(), 0)
             n += 1
         return n
 
@@ -769,9 +783,7 @@ class XdpVI(HwVI):
         while count > 0 and n < limit:
             m = min(count, 64)
             self._tx_done = (self._tx_done + m) & M32
-            rec = out[n]
-            rec["type"], rec["subtype"], rec["flags"], rec["q_id"] = etype, sub, 0, q
-            rec["ofs"], rec["rq_id"], rec["len"], rec["ts_ns"] = 0, self._tx_done, 0, 0
+            out[n] = (etype, sub, 0, q, 0, self._tx_done, 0, 0)
             n += 1
             count -= m
         return n, count
