@@ -4,9 +4,10 @@
 
 Each VI owns one AF_PACKET socket bound to the interface, with an mmap'ed RX ring
 (``ring`` slots; by default 4 MiB of them — 2048 for a 1500-byte MTU — or as many as
-the VI's RX ring size if that is larger) and a TX ring (one slot per TX descriptor). The VI's filters are compiled into **one** classic BPF program
-that OR-s them (:mod:`.cbpf`) and is attached with ``SO_ATTACH_FILTER``, so the kernel
-drops frames no filter wants before copying them. The kernel keeps its own copy of
+the VI's RX ring size if that is larger) and a TX ring (one slot per TX descriptor).
+The VI's filters are compiled into **one** classic BPF program that OR-s them
+(:mod:`.cbpf`) and is attached with ``SO_ATTACH_FILTER``, so the kernel drops frames
+no filter wants before copying them. The kernel keeps its own copy of
 every frame: filters *sniff*; asking to steal raises UnsupportedError naming ``xdp``.
 
 Ownership rule (RX)
@@ -520,7 +521,7 @@ class PacketVI(HwVI):
             self._pend[:n] = self._pend[self._ph:self._np].copy()
             self._ph, self._np = 0, n
             free = self._pend.shape[0] - n
-        return free
+        return int(free)
 
     def _take(self, budget: int | None = None) -> None:
         """Move ready ring frames into posted buffers (events into the pending queue).
