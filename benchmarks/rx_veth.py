@@ -47,7 +47,7 @@ import json, sys, time
 import numpy as np
 from efvi import Driver, ProtectionDomain, MemoryRegion, VirtualInterface, FilterSpec
 URL = {url!r}; BATCH = {batch}
-NB = max(4096, DRAIN + 64)
+NB = max(16384, DRAIN + 64)
 RXQ = 1 << (NB - 1).bit_length()
 d = Driver.open(URL)
 pd = ProtectionDomain(d); mr = MemoryRegion(pd, NB * 2048)
