@@ -29,7 +29,7 @@ from efvi import Driver, EventType, FilterSpec, MemoryRegion, ProtectionDomain, 
 from efvi.constants import PKT_BUF_SIZE
 from efvi.wire.build import udp_frame
 
-NBUF = 4096
+NBUF = 8192
 
 
 class Rig:
@@ -125,6 +125,7 @@ def main() -> None:
     a = ap.parse_args()
     s = a.seconds
     rows = [
+        measure("batch 4096", lambda r: run_batch(r, 4096, s), a.runs),
         measure("batch 1024", lambda r: run_batch(r, 1024, s), a.runs),
         measure("batch 256", lambda r: run_batch(r, 256, s), a.runs),
         measure("batch 64", lambda r: run_batch(r, 64, s), a.runs),

@@ -223,9 +223,9 @@ class VirtualInterface:
     def receive_post_batch(self, dma_addrs: U64Array, rq_ids: U32Array) -> int:
         """Post and push many RX buffers at once (numpy arrays of equal length).
 
-        Posts ``min(len, receive_space())`` in order and returns that count; -EINVAL
-        (posting none) if any id is ``0xffffffff`` or any address is unregistered.
-        Cost: O(n) numpy work, one doorbell.
+        Posts ``min(len, receive_space())`` in order and returns that count (0 when the
+        ring is full); -EINVAL (posting none) if any id is ``0xffffffff`` or any address
+        is unregistered. Cost: O(n) numpy work, one doorbell.
         """
         if self._closed:
             return EBADF
@@ -235,7 +235,7 @@ class VirtualInterface:
             return EINVAL
         n = min(int(addrs.shape[0]), self.receive_space())
         if n <= 0:
-            return 0 if addrs.shape[0] == 0 else EAGAIN
+            return 0
         addrs, ids = addrs[:n], ids[:n]
         if int(ids.max()) == _MASK or not self._dma_ok_batch(addrs, None):
             self._rejected += 1
