@@ -44,7 +44,7 @@ import platform
 import select
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import ctypes
 import ctypes.util
@@ -216,7 +216,7 @@ class XdpPD(HwProtectionDomain):
             if got not in (None, ctypes.c_void_p(-1).value):
                 _libc.munmap(ctypes.c_void_p(got), PIO_RESERVE)
         buf = (ctypes.c_char * self.umem_len).from_address(self.umem_addr)
-        self.umem = np.frombuffer(buf, dtype=np.uint8)
+        self.umem = np.frombuffer(memoryview(buf).cast("B"), dtype=np.uint8)
         return self.dma_base
 
     def unregister_memory(self, region: "MemoryRegion") -> None:
@@ -315,7 +315,8 @@ class XdpPD(HwProtectionDomain):
         return (key, bit, group, tuple(vis))
 
     def filter_del(self, handle: object) -> None:
-        key, bit, group, vis = handle  # type: ignore[misc]
+        key, bit, group, vis = cast("tuple[bytes, int, int | None, tuple[XdpVI, ...]]",
+                                    handle)
         prog = self.adapter.program
         prog.remove(key, bit)
         if group is not None:
@@ -399,9 +400,9 @@ class XdpVI(HwVI):
             self._close_sockets()
             raise
         self._rx_id = np.zeros(pd.umem_len // CHUNK_SIZE + 1, np.uint32)
-        self._rx_id_mv = memoryview(self._rx_id)
+        self._rx_id_mv = self._rx_id.data
         assert pd.umem is not None
-        self._umem_mv = memoryview(pd.umem)
+        self._umem_mv = pd.umem.data
         self._poller = select.poll()
         for _, s in self.rx_socks:
             self._poller.register(s.fd, select.POLLIN)

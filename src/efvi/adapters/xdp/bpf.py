@@ -14,6 +14,7 @@ import errno as _errno
 import os
 import platform
 import struct
+from typing import Any
 
 from efvi.errors import SetupError
 
@@ -183,7 +184,7 @@ def prog_fd_by_id(prog_id: int) -> int:
     return sys_bpf(BPF_PROG_GET_FD_BY_ID, attr, "prog get fd by id")
 
 
-def prog_info(fd: int) -> dict[str, object]:
+def prog_info(fd: int) -> dict[str, Any]:
     """type, id, name and tag of a loaded program."""
     info = ctypes.create_string_buffer(256)
     attr = _attr("<IIQ", fd, len(info), _addr(info))

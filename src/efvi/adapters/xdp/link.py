@@ -27,6 +27,7 @@ import signal
 import struct
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from efvi.adapters.xdp import bpf
 from efvi.adapters.xdp import netlink as xnl
@@ -139,7 +140,7 @@ class InterfaceProgram:
         self.presence: dict[int, int] = {}  # presence bit -> refcount
         self._targets: set[int] = set()
         self.slots: dict[int, int] = {}  # XSKMAP slot -> socket fd
-        self.queue_owner: dict[int, object] = {}  # RX queue -> the VI holding it
+        self.queue_owner: dict[int, Any] = {}  # RX queue -> the VI holding it
         try:
             self._check_owner(force)
             self._create_maps()

@@ -21,8 +21,9 @@ import socket
 import struct
 import time
 
+from typing import Any
+
 import numpy as np
-import numpy.typing as npt
 
 from efvi.errors import SetupError
 
@@ -102,7 +103,7 @@ class Ring:
         self.prod = mv[p_off:p_off + 4].cast("I")
         self.cons = mv[c_off:c_off + 4].cast("I")
         self.flags = mv[f_off:f_off + 4].cast("I")
-        self.desc: npt.NDArray[np.generic] = np.frombuffer(self.mm, dtype=dtype, count=n,
+        self.desc: Any = np.frombuffer(self.mm, dtype=dtype, count=n,
                                                            offset=d_off)
         self.size = n
         self.mask = n - 1
