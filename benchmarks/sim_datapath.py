@@ -7,9 +7,11 @@ Each row is one way of driving the same path, in one process:
 * batch B — ``transmit_batch`` of B frames, ``poll`` (numpy columns),
   ``receive_post_batch`` of the returned ids, ``transmit_completed``;
 * per-packet, push/32 — ``transmit_init`` per frame and ``transmit_push`` every 32,
-  ``eventq_poll`` (one Event object per event), ``receive_init`` per event,
+  then ``eventq_poll`` (one Event object per event), ``receive_init`` per event,
   ``receive_push`` per poll, ``transmit_unbundle`` per TX event (efsink/efsend style);
-* per-packet, push/1 — the same with ``transmit`` (init + push) for every frame.
+* per-packet, push/1 — the same with ``transmit`` (init + push) for every frame;
+* ping-pong — one ``transmit`` then poll until its RX event: every frame alone
+  through the NIC (the latency path; nothing to batch).
 
 Reports Mpps and ns/packet (median of 3 runs). A benchmark, not a test: no assertion.
 """
@@ -78,18 +80,22 @@ def run_batch(rig: Rig, batch: int, seconds: float) -> tuple[int, float]:
 
 
 def run_per_packet(rig: Rig, push_every: int, seconds: float) -> tuple[int, float]:
+    """``push_every`` = 0: one frame at a time, polled until it arrives (ping-pong)."""
     tvi, rvi = rig.tvi, rig.rvi
     tbase, rbase = rig.tmr.dma_base, rig.rmr.dma_base
     RX = EventType.RX
     got = 0
     k = 0
+    burst = 32 if push_every else 1
     t0 = time.perf_counter()
     end = t0 + seconds
     while time.perf_counter() < end:
         for _ in range(32):
-            for _ in range(push_every):
+            for _ in range(burst):
                 tvi.transmit_init(tbase + (k & 1023) * PKT_BUF_SIZE, 64, k & 1023)
                 k += 1
+                if push_every and k % push_every == 0:
+                    tvi.transmit_push()
             tvi.transmit_push()
             for ev in rvi.eventq_poll(64):
                 if ev.type == RX:
@@ -131,15 +137,16 @@ def main() -> None:
         measure("batch 64", lambda r: run_batch(r, 64, s), a.runs),
         measure("per-packet, push/32", lambda r: run_per_packet(r, 32, s), a.runs),
         measure("per-packet, push/1", lambda r: run_per_packet(r, 1, s), a.runs),
+        measure("ping-pong (1 in flight)", lambda r: run_per_packet(r, 0, s), a.runs),
     ]
     machine = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}"
     if a.json:
         print(json.dumps({"machine": machine, "rows": rows}))
         return
     print(f"sim TX→RX, 64-byte frames ({machine}); median of {a.runs} runs of {s:.1f} s")
-    print(f"{'API':<22} {'Mpps':>8} {'ns/packet':>10}")
+    print(f"{'API':<24} {'Mpps':>8} {'ns/packet':>10}")
     for r in rows:
-        print(f"{r['api']:<22} {r['mpps']:>8.3f} {r['ns_per_packet']:>10.1f}")
+        print(f"{r['api']:<24} {r['mpps']:>8.3f} {r['ns_per_packet']:>10.1f}")
 
 
 if __name__ == "__main__":

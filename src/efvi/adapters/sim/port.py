@@ -480,14 +480,42 @@ def _pick(entry: FilterEntry, fhash: int) -> "SimVI":
 
 
 class Fabric:
-    """Every sim port and wire of this process."""
+    """Every sim port and wire of this process, and the TX doorbells not yet run."""
+
+    #: run the pending doorbells once this many descriptors wait
+    PENDING_LIMIT = 16384
 
     def __init__(self) -> None:
+        self.pending: list[tuple["SimVI", npt.NDArray[np.uint64], npt.NDArray[np.uint32],
+                                 npt.NDArray[np.uint32]]] = []
+        self.pending_desc = 0
         self.ports: dict[str, SimPort] = {}
         self.wires: dict[str, list[SimPort]] = {}
         self.clock = VirtualClock()
         self.rate_mbps = 10_000
         self._ifindex = 100
+
+    def flush(self) -> None:
+        """Run every pending TX doorbell, in the order rung; consecutive doorbells of one
+        VI run as one batch (cost: one concatenate per run of doorbells)."""
+        while self.pending:
+            pend, self.pending = self.pending, []
+            self.pending_desc = 0
+            i = 0
+            while i < len(pend):
+                vi = pend[i][0]
+                j = i + 1
+                while j < len(pend) and pend[j][0] is vi:
+                    j += 1
+                if j - i == 1:
+                    _, a, ln, ids = pend[i]
+                else:
+                    run = pend[i:j]
+                    a = np.concatenate([p[1] for p in run])
+                    ln = np.concatenate([p[2] for p in run])
+                    ids = np.concatenate([p[3] for p in run])
+                vi.tx_run(a, ln, ids)
+                i = j
 
     def next_ifindex(self) -> int:
         self._ifindex += 1
@@ -537,6 +565,8 @@ class Fabric:
         for p in self.ports.values():
             if p.remote is not None:
                 p.remote.close()
+        self.pending.clear()
+        self.pending_desc = 0
         self.ports.clear()
         self.wires.clear()
         self.clock = VirtualClock()

@@ -67,9 +67,13 @@ class SimVI(HwVI):
     def harvest(self, out: EventArray, max_events: int) -> int:
         """Copy up to ``max_events`` queued events out (cost: one or two slice copies).
 
-        On a port joined to another process (``wire=@NAME``) this first pulls the frames
-        waiting on the wire through the port.
+        First the NIC runs the TX doorbells rung since the last poll (any VI's), and on
+        a port joined to another process (``wire=@NAME``) pulls the frames waiting on
+        the wire through the port.
         """
+        fab = self.port.fabric
+        if fab.pending:
+            fab.flush()
         if self.port.remote is not None:
             self.port.pump()
         k = min(max_events, self._ev_tail - self._ev_head, out.shape[0])
@@ -92,6 +96,9 @@ class SimVI(HwVI):
     def wait(self, timeout_ns: int | None) -> None:
         """Sleep until the remote wire has frames (or the timeout); in-process wires
         deliver inside doorbells, so nothing can arrive while we sleep alone."""
+        fab = self.port.fabric
+        if fab.pending:
+            fab.flush()
         if self._ev_tail != self._ev_head:
             return
         if self.port.remote is not None:
@@ -272,7 +279,23 @@ class SimVI(HwVI):
 
     # ---- TX -----------------------------------------------------------------------
     def tx_post(self, addrs: U64Array, lens: U32Array, ids: U32Array) -> None:
-        """TX doorbell: DMA-read the frames, put them on the wire, complete in order."""
+        """TX doorbell: hand the descriptors to the NIC (cost: one list append).
+
+        The NIC runs them — DMA read, wire, completions, delivery — the next time any VI
+        of this process polls or waits, as hardware works while software carries on;
+        doorbells rung back to back are processed as one batch. The arrays are views of
+        the VI's TX ring, whose slots stay the NIC's until their completion.
+        """
+        if self._closed:
+            return
+        fab = self.port.fabric
+        fab.pending.append((self, addrs, lens, ids))
+        fab.pending_desc += int(ids.shape[0])
+        if fab.pending_desc >= fab.PENDING_LIMIT:
+            fab.flush()
+
+    def tx_run(self, addrs: U64Array, lens: U32Array, ids: U32Array) -> None:
+        """Process TX descriptors: DMA-read the frames, send them, complete in order."""
         if self._closed:
             return
         port = self.port
@@ -353,5 +376,8 @@ class SimVI(HwVI):
         return out
 
     def close(self) -> None:
+        fab = self.port.fabric
+        if fab.pending:
+            fab.flush()
         self._closed = True
         self._p_head = self._p_tail
