@@ -4,6 +4,11 @@ URL: ``sim[:PORT][?wire=NAME&loopback=1&clock=virtual|real&mac=MAC&ip=ADDR&mtu=N
 ``PORT`` defaults to ``sim0``. Ports on the same ``wire`` receive each other's
 frames; ``loopback=1`` makes a port receive its own. The virtual clock (default) is
 deterministic; ``clock=real`` stamps frames with CLOCK_REALTIME.
+
+Like hardware, the NIC works asynchronously to the doorbells: a TX doorbell queues
+its descriptors, and the NIC runs every queued doorbell (DMA read, wire, filters, DMA
+write, events) the next time any VI of the process polls or waits — so an application
+that rings one doorbell per frame still gets batch-speed processing.
 """
 
 from __future__ import annotations
