@@ -206,7 +206,8 @@ def classify(frames: npt.NDArray[np.uint8], lengths: npt.ArrayLike) -> FrameColu
     smax = sp - 1
 
     def byte(off: I64) -> I64:
-        return flat[rowbase + np.minimum(off, smax)].astype(np.int64)
+        got: I64 = flat[rowbase + np.minimum(off, smax)].astype(np.int64)
+        return got
 
     def be16(off: I64) -> I64:
         return (byte(off) << 8) | byte(off + 1)
