@@ -76,10 +76,12 @@ while True:
     else:
         evs = vi.eventq_poll(64)
         k = len(evs)
-        for e in evs:
+        base = int(addrs[0])
+        for e in evs:  # efsink's pattern: receive_init per buffer, one push per poll
             if e.type == 0:
                 n += 1
-                vi.receive_post(int(addrs[e.rq_id]), e.rq_id)
+                vi.receive_init(base + e.rq_id * 2048, e.rq_id)
+        vi.receive_push()
     now = time.monotonic()
     if k:
         t1 = now; last = now
