@@ -53,13 +53,21 @@ ids = np.arange(NB, dtype=np.uint32)
 B = {batch}
 sent = done = 0; slot = 0
 t0 = time.monotonic()
+base = int(addrs[0]); flen = len(FRAME)
 while done < N:
+    if B == 1:  # efsend's pattern: transmit_init per frame, one push per 32, Event objects
+        for _ in range(min(32, N - sent)):
+            if vi.transmit_init(base + slot * 2048, flen, slot) != 0:
+                break
+            sent += 1; slot = (slot + 1) % NB
+        vi.transmit_push()
+        for ev in vi.eventq_poll(64):
+            if ev.type == 1:
+                done += len(vi.transmit_unbundle(ev))
+        continue
     if sent < N:
         k = min(B, N - sent, NB - slot)
-        if B == 1:
-            k = 1 if vi.transmit(int(addrs[slot]), len(FRAME), slot) == 0 else 0
-        else:
-            k = vi.transmit_batch(addrs[slot:slot + k], lens[:k], ids[slot:slot + k])
+        k = vi.transmit_batch(addrs[slot:slot + k], lens[:k], ids[slot:slot + k])
         sent += k; slot = (slot + k) % NB
     b = vi.poll()
     done += len(vi.transmit_completed(b))
@@ -90,7 +98,7 @@ SENDERS: list[Sender] = [
     Sender("trafgen", _have_tool("trafgen", "netsniff-ng")),
     Sender("efvi xdp (batch 256)", _have_adapter("xdp"),
            _EFVI_TX.format(url="xdp:{IF}?mode=skb", batch=256)),
-    Sender("efvi xdp (per-packet)", _have_adapter("xdp"),
+    Sender("efvi xdp (per-packet, push/32)", _have_adapter("xdp"),
            _EFVI_TX.format(url="xdp:{IF}?mode=skb", batch=1)),
     Sender("efvi packet (batch 256)", _have_adapter("packet"),
            _EFVI_TX.format(url="packet:{IF}", batch=256)),
