@@ -48,6 +48,9 @@ class SimVI(HwVI):
         self._ev_head = self._ev_tail = 0
         self._ev_mv = memoryview(self._ev.view(np.uint8))  # type: ignore[arg-type]
         self._f = {name: self._ev[name] for name in self._ev.dtype.names or ()}
+        self._ev_words = self._ev.view(np.uint64).reshape(-1, 3)
+        self._out: EventArray | None = None
+        self._out_words = self._ev_words
         self._tx_done = 0
         self.counters: dict[str, int] = collections.defaultdict(int)
         self._closed = False
@@ -79,11 +82,17 @@ class SimVI(HwVI):
         k = min(max_events, self._ev_tail - self._ev_head, out.shape[0])
         if k <= 0:
             return 0
+        # copy records as 3 × u64 words: a structured-dtype copy is ~10x slower
+        src = self._ev_words
+        if out is not self._out:
+            self._out = out
+            self._out_words = out.view(np.uint64).reshape(-1, 3)
+        dst = self._out_words
         a = self._ev_head & self._ev_mask
         first = min(k, self._ev_mask + 1 - a)
-        out[:first] = self._ev[a:a + first]
+        dst[:first] = src[a:a + first]
         if first < k:
-            out[first:k] = self._ev[:k - first]
+            dst[first:k] = src[:k - first]
         self._ev_head += k
         return int(k)
 
