@@ -33,8 +33,8 @@ class SinkStats:
     drops: int = 0
     drop_causes: dict[str, int] = field(default_factory=dict)
     clock: str = ""
-    first_s: float | None = None  # wall clock (perf_counter) of the first and last RX
-    last_s: float = 0.0
+    first_s: float | None = None  # perf_counter when the first RX batch arrived
+    last_s: float = 0.0  # and when the last one had been handled
 
     @property
     def pps(self) -> float:
@@ -94,11 +94,10 @@ class Sink:
         while True:
             b = vi.poll()
             if len(b):
-                t = time.perf_counter()
                 if st.first_s is None:
-                    st.first_s = t
-                st.last_s = t
+                    st.first_s = time.perf_counter()
                 self._handle(b, st, on_packet)
+                st.last_s = time.perf_counter()
             elif count is None or st.rx_packets < count:
                 vi.eventq_wait(2_000_000)
             now = time.perf_counter()
