@@ -135,6 +135,7 @@ _PCAPY = r"""
 import json, time, pcapy
 p = pcapy.open_live(IF, 128, 0, 100)
 p.setfilter(f"udp dst port {PORT}")
+p.setnonblock(1)  # next() would block forever once traffic stops; busy-poll instead
 print("ready", flush=True)
 n = 0; last = time.monotonic()
 while True:
