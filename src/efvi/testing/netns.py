@@ -3,8 +3,9 @@
 :func:`veth_pair` creates two namespaces joined by a veth pair, with addresses from
 198.18.0.0/15 (the benchmarking range) and permanent neighbour entries, and removes
 everything on exit — also when the test fails, and at interpreter exit if the
-process is interrupted. Names are unique per run (pid + counter), short enough for
-IFNAMSIZ.
+process is interrupted. Names are unique per run (pid + counter; interface names fit
+IFNAMSIZ); namespaces left by a process that was killed outright are removed by the
+next :func:`veth_pair` call, which finds their owner's pid gone.
 
 Code that must run *inside* a namespace uses :func:`enter` (``setns`` on the calling
 thread) or runs a subprocess with ``ip netns exec NAME``.
@@ -80,6 +81,25 @@ def _cleanup_all() -> None:
         _cleanup(name)
 
 
+_stale_checked = False
+
+
+def _clear_stale() -> None:
+    """Delete namespaces left by test processes that died without cleaning up (SIGKILL):
+    their names carry the owner's pid (``efA<pid>_<tag>``)."""
+    global _stale_checked
+    if _stale_checked:
+        return
+    _stale_checked = True
+    listing = _ip("netns", "list", check=False).stdout
+    for line in listing.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name[:3] in ("efA", "efB") and "_" in name:
+            pid = name[3:].split("_", 1)[0]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                _cleanup(name)
+
+
 @contextlib.contextmanager
 def veth_pair(queues: int = 1, subnet: int = 0, mtu: int = 1500,
               xdp_peer_pass: bool = False) -> Iterator[VethPair]:
@@ -88,8 +108,9 @@ def veth_pair(queues: int = 1, subnet: int = 0, mtu: int = 1500,
     Addresses 198.18.<subnet>.1/24 (side a) and .2 (side b), MACs
     02:00:c6:12:<subnet>:01/02. ``queues`` sets the veth RX/TX queue count.
     """
+    _clear_stale()
     tag = f"{os.getpid() % 100000}{next(_counter)}"
-    ns_a, ns_b = f"efA{tag}", f"efB{tag}"
+    ns_a, ns_b = f"efA{os.getpid()}_{tag}", f"efB{os.getpid()}_{tag}"
     if_a, if_b = f"ea{tag}"[:15], f"eb{tag}"[:15]
     mac_a, mac_b = f"02:00:c6:12:{subnet:02x}:01", f"02:00:c6:12:{subnet:02x}:02"
     ip_a, ip_b = f"198.18.{subnet}.1", f"198.18.{subnet}.2"
