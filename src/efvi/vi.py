@@ -62,8 +62,8 @@ class FilterCookie:
     spec: FilterSpec
 
 
-def _check_filter_mode(vi_driver: "ProtectionDomain", spec: FilterSpec) -> None:
-    caps = vi_driver.driver.capabilities
+def _check_filter_mode(pd: "ProtectionDomain", spec: FilterSpec) -> None:
+    caps = pd.driver.capabilities
     spec.check()
     if spec.sniff_mode and not caps.sniff:
         raise UnsupportedError(
@@ -73,6 +73,39 @@ def _check_filter_mode(vi_driver: "ProtectionDomain", spec: FilterSpec) -> None:
         raise UnsupportedError(
             f"the {caps.adapter} adapter only sniffs (the kernel keeps its copy); "
             f"add .sniff() to {spec} or use the xdp adapter (or sim) to steal frames")
+
+
+class _FilterBook:
+    """The filters one VI (or VI set) installed: add, delete, delete all (control path)."""
+
+    def __init__(self, pd: ProtectionDomain, targets: "list[HwVI]", what: str) -> None:
+        self.pd = pd
+        self.targets = targets
+        self.what = what
+        self.entries: dict[int, tuple[FilterCookie, object]] = {}
+
+    def add(self, spec: FilterSpec) -> FilterCookie:
+        _check_filter_mode(self.pd, spec)
+        handle = self.pd._hw.filter_add(spec, self.targets)
+        cookie = FilterCookie(next(_cookie_ids), spec)
+        self.entries[cookie.filter_id] = (cookie, handle)
+        return cookie
+
+    def delete(self, cookie: FilterCookie) -> None:
+        entry = self.entries.pop(cookie.filter_id, None)
+        if entry is None:
+            raise SetupError(f"filter {cookie.spec} is not installed on this {self.what}",
+                             errno=errno.ENOENT)
+        self.pd._hw.filter_del(entry[1])
+
+    def clear(self) -> None:
+        """Remove every filter; teardown goes on whatever an adapter raises."""
+        for _, handle in list(self.entries.values()):
+            try:
+                self.pd._hw.filter_del(handle)
+            except Exception:  # noqa: BLE001
+                pass
+        self.entries.clear()
 
 
 class PioRegion:
@@ -137,7 +170,7 @@ class VirtualInterface:
         self._evbuf = event_array(self.evq_size)
         self._empty = EventBatch(self._evbuf[:0])
         self._evtypes = memoryview(self._evbuf.view(np.uint8))  # type: ignore[arg-type]
-        self._filters: dict[int, tuple[FilterCookie, object]] = {}
+        self._filters = _FilterBook(pd, [self._hw], "VI")
         self._pio: PioRegion | None = None
         self._rejected = 0  # data-path calls refused with -EINVAL
         pd._vis.add(self)
@@ -494,23 +527,15 @@ class VirtualInterface:
         UnsupportedError when the adapter cannot steal (or sniff) as asked.
         """
         self._check_open()
-        _check_filter_mode(self.pd, spec)
-        handle = self.pd._hw.filter_add(spec, [self._hw])
-        cookie = FilterCookie(next(_cookie_ids), spec)
-        self._filters[cookie.filter_id] = (cookie, handle)
-        return cookie
+        return self._filters.add(spec)
 
     def filter_del(self, cookie: FilterCookie) -> None:
         self._check_open()
-        entry = self._filters.pop(cookie.filter_id, None)
-        if entry is None:
-            raise SetupError(f"filter {cookie.spec} is not installed on this VI",
-                             errno=errno.ENOENT)
-        self.pd._hw.filter_del(entry[1])
+        self._filters.delete(cookie)
 
     @property
     def filters(self) -> list[FilterSpec]:
-        return [c.spec for c, _ in self._filters.values()]
+        return [c.spec for c, _ in self._filters.entries.values()]
 
     # ---- stats and lifecycle -----------------------------------------------------------
     def stats(self) -> dict[str, int]:
@@ -558,11 +583,6 @@ class VirtualInterface:
         """Remove this VI's filters and free its queues (idempotent)."""
         if self._closed:
             return
-        for _, handle in list(self._filters.values()):
-            try:
-                self.pd._hw.filter_del(handle)
-            except Exception:  # noqa: BLE001 - teardown continues whatever happens
-                pass
         self._filters.clear()
         self._closed = True
         self._hw.close()
@@ -587,7 +607,7 @@ class VISet:
             raise SetupError(f"a VI set has 1..64 VIs, not {n}", errno=errno.EINVAL)
         self.pd = pd
         self.vis = [VirtualInterface(pd, rxq, txq, evq, flags, queue=i) for i in range(n)]
-        self._filters: dict[int, tuple[FilterCookie, object]] = {}
+        self._filters = _FilterBook(pd, [vi._hw for vi in self.vis], "VI set")
 
     def __len__(self) -> int:
         return len(self.vis)
@@ -598,25 +618,12 @@ class VISet:
     def filter_add(self, spec: FilterSpec) -> FilterCookie:
         """Spread frames matching ``spec`` over the set's VIs by flow hash."""
         self.pd._check_open()
-        _check_filter_mode(self.pd, spec)
-        handle = self.pd._hw.filter_add(spec, [vi._hw for vi in self.vis])
-        cookie = FilterCookie(next(_cookie_ids), spec)
-        self._filters[cookie.filter_id] = (cookie, handle)
-        return cookie
+        return self._filters.add(spec)
 
     def filter_del(self, cookie: FilterCookie) -> None:
-        entry = self._filters.pop(cookie.filter_id, None)
-        if entry is None:
-            raise SetupError(f"filter {cookie.spec} is not installed on this set",
-                             errno=errno.ENOENT)
-        self.pd._hw.filter_del(entry[1])
+        self._filters.delete(cookie)
 
     def close(self) -> None:
-        for _, handle in list(self._filters.values()):
-            try:
-                self.pd._hw.filter_del(handle)
-            except Exception:  # noqa: BLE001
-                pass
         self._filters.clear()
         for vi in self.vis:
             vi.close()
