@@ -18,13 +18,10 @@ each target VI's share with a few numpy operations.
 from __future__ import annotations
 
 import collections
-import errno
+import functools
 import ipaddress
-import select
-import socket
-import struct
-import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,7 +31,7 @@ import numpy.typing as npt
 from efvi.adapters.sim.dma import gather_rows
 from efvi.adapters.sim.clock import Clock, RealClock, VirtualClock
 from efvi.adapters.sim.filter_table import Decision, FilterEntry, FilterTable
-from efvi.errors import SetupError
+from efvi.adapters.sim.remote import RemoteWire
 from efvi.wire.classify import classify_one
 
 if TYPE_CHECKING:
@@ -89,106 +86,6 @@ class FrameBatch:
             np.cumsum(lens[:-1], out=offs[1:])
         mem = np.frombuffer(b"".join(frames) + bytes(KEY_BYTES), dtype=np.uint8)
         return FrameBatch(mem, offs, lens, ts)
-
-
-class RemoteWire:
-    """One end of a wire between processes: a Unix datagram socket in the abstract
-    namespace (``@efvi-sim-wire/NAME/0`` or ``/1``). A datagram carries up to 16 kB of
-    frames, each as its sender's int-ns wire timestamp (8 bytes), its length (4 bytes)
-    and its bytes.
-    """
-
-    _HDR = struct.Struct("<qI")
-    MAX_DGRAM = 16_000
-    PAUSE_S = 1.0
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        for end in (0, 1):
-            try:
-                self.sock.bind(f"\0efvi-sim-wire/{name}/{end}")
-                break
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    self.sock.close()
-                    raise
-        else:
-            self.sock.close()
-            raise SetupError(f"sim wire @{name} already has two ends (two processes use it)",
-                             errno=errno.EADDRINUSE,
-                             hint="close one of them, or pick another wire name")
-        self.end = end
-        self.peer = f"\0efvi-sim-wire/{name}/{1 - end}"
-        for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
-            try:  # SO_RCVBUFFORCE / SO_SNDBUFFORCE pass the sysctl cap (root)
-                self.sock.setsockopt(socket.SOL_SOCKET, force, 16 << 20)
-            except OSError:
-                try:
-                    self.sock.setsockopt(socket.SOL_SOCKET, opt, 16 << 20)
-                except OSError:
-                    pass
-        self.sock.setblocking(False)
-
-    def send(self, frames: list[bytes], stamps: list[int]) -> dict[str, int]:
-        """Send frames; return drop counts by cause ("no_peer", "wire_stalled")."""
-        drops: dict[str, int] = {}
-        wait_s = self.PAUSE_S
-        pack = self._HDR.pack
-        chunk: list[bytes] = []
-        size = count = 0
-        items = list(zip(stamps, frames))
-        for i, (t, f) in enumerate(items):
-            chunk.append(pack(t, len(f)))
-            chunk.append(f)
-            size += 12 + len(f)
-            count += 1
-            if size >= self.MAX_DGRAM or i == len(items) - 1:
-                cause = self._send(b"".join(chunk), wait_s)
-                if cause:
-                    drops[cause] = drops.get(cause, 0) + count
-                    wait_s = 0.0  # the rest of this doorbell does not wait again
-                chunk, size, count = [], 0, 0
-        return drops
-
-    def _send(self, data: bytes, wait_s: float) -> str | None:
-        # A full peer queue pauses the sender (as Ethernet pause frames would) for up to
-        # ``wait_s``; a peer stuck longer than that loses the frames, counted.
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                self.sock.sendto(data, self.peer)
-                return None
-            except (ConnectionRefusedError, FileNotFoundError):
-                return "no_peer"
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return "wire_stalled"
-                select.select([], [self.sock], [], min(left, 0.01))
-
-    def recv(self, max_frames: int) -> tuple[list[bytes], list[int]]:
-        frames: list[bytes] = []
-        stamps: list[int] = []
-        unpack = self._HDR.unpack_from
-        while len(frames) < max_frames:
-            try:
-                d = self.sock.recv(1 << 17)
-            except BlockingIOError:
-                break
-            pos = 0
-            while pos + 12 <= len(d):
-                t, ln = unpack(d, pos)
-                stamps.append(t)
-                frames.append(d[pos + 12:pos + 12 + ln])
-                pos += 12 + ln
-        return frames, stamps
-
-    def wait(self, timeout_s: float) -> None:
-        select.select([self.sock], [], [], timeout_s)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class SimPort:
@@ -306,12 +203,7 @@ class SimPort:
             ts = self.clock.now_ns()
         c = self.counters
         c["rx_packets"] += 1
-        key = scalar_key(frame)
-        d = self._cache.get(key) if key is not None else None
-        if d is None:
-            d = self.table.decide(classify_one(frame), self.mac_int, self.kernel_groups)
-            if key is not None and len(self._cache) < 65536:
-                self._cache[key] = d
+        d = self._decide(scalar_key(frame), lambda: frame)
         for entry in d.steal:
             _pick(entry, d.flow_hash).dma_in_one(frame, ts)
         for entry in d.sniff:
@@ -401,11 +293,11 @@ class SimPort:
         for i in ksel[-keep:].tolist():
             self.kernel_rx.append((int(ts[i]), batch.frame(i)))
 
-    def _decide(self, batch: FrameBatch, i: int, key: bytes | None) -> Decision:
+    def _decide(self, key: bytes | None, frame: Callable[[], bytes]) -> Decision:
+        """The routing decision for a flow key (cached), classifying ``frame()`` on a miss."""
         d = self._cache.get(key) if key is not None else None
         if d is None:
-            d = self.table.decide(classify_one(batch.frame(i)), self.mac_int,
-                                  self.kernel_groups)
+            d = self.table.decide(classify_one(frame()), self.mac_int, self.kernel_groups)
             if key is not None and len(self._cache) < 65536:
                 self._cache[key] = d
         return d
@@ -433,7 +325,7 @@ class SimPort:
             if udp_ok.all() or not udp_ok.any():
                 key = bytes(h0)
                 key = key[:16] + (b"\x01" if udp_ok[0] else b"\x00") + key[17:]
-                return None, [self._decide(batch, 0, key)]
+                return None, [self._decide(key, lambda: batch.frame(0))]
         canon = ((hdr[:, 12] == 8) & (hdr[:, 13] == 0) & (hdr[:, 14] == 0x45)
                  & (hdr[:, 23] == 17) & ((hdr[:, 20] & 0x3F) == 0) & (hdr[:, 21] == 0))
         hdr[:, 16] = (lens >= 42) & (tot >= 28)
@@ -449,12 +341,13 @@ class SimPort:
             if not (keys == keys[first[inv]]).all():  # a hash collision: be exact
                 _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
             for j in first.tolist():
-                decisions.append(self._decide(batch, int(ci[j]), keys[j].tobytes()))
+                decisions.append(self._decide(keys[j].tobytes(),
+                                              functools.partial(batch.frame, int(ci[j]))))
             groups[ci] = inv.reshape(-1)
         if not all_canon:
             for i in np.flatnonzero(~canon).tolist():
                 groups[i] = len(decisions)
-                decisions.append(self._decide(batch, i, None))
+                decisions.append(self._decide(None, functools.partial(batch.frame, i)))
         return groups, decisions
 
 
