@@ -169,11 +169,11 @@ class VirtualInterface:
         self._tx_added = self._tx_pushed = self._tx_removed = 0
         # memoryviews over the same rings: per-packet stores/loads through them are
         # about twice as fast as numpy scalar indexing and yield plain ints
-        self._rx_ids_mv = memoryview(self._rx_ids)
-        self._rx_addr_mv = memoryview(self._rx_addr)
-        self._tx_ids_mv = memoryview(self._tx_ids)
-        self._tx_addr_mv = memoryview(self._tx_addr)
-        self._tx_len_mv = memoryview(self._tx_len)
+        self._rx_ids_mv = self._rx_ids.data
+        self._rx_addr_mv = self._rx_addr.data
+        self._tx_ids_mv = self._tx_ids.data
+        self._tx_addr_mv = self._tx_addr.data
+        self._tx_len_mv = self._tx_len.data
         self._evbuf = event_array(self.evq_size)
         self._empty = EventBatch(self._evbuf[:0])
         self._evtypes = memoryview(self._evbuf.view(np.uint8))  # type: ignore[arg-type]
