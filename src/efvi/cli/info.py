@@ -32,9 +32,25 @@ def _xdp_caps(li: netutil.LinkInfo, feats: netutil.XdpFeatures, rxq: int) -> dic
         "adapter": "xdp", "usable": usable, "why_not": why, "steal": True, "sniff": False,
         "zero_copy": feats.zero_copy, "native_xdp": feats.native if feats.known else None,
         "modes": (["drv", "skb"] if (feats.native or not feats.known) else ["skb"]),
-        "rx_timestamps": "xdp-sw", "pio": True, "vi_sets": True, "multi_region": False,
+        "rx_timestamps": "xdp-sw", **_hw_ts(li, feats),
+        "pio": True, "vi_sets": True, "multi_region": False,
         "rx_queues": rxq, "multicast_replication": False,
     }
+
+
+def _hw_ts(li: netutil.LinkInfo, feats: netutil.XdpFeatures) -> dict[str, Any]:
+    """Whether the xdp adapter's RX-timestamp kfunc program can give hardware stamps."""
+    from efvi.adapters.packet.ring import ts_info
+    from efvi.adapters.xdp.bpf import VMLINUX_BTF, btf_find_func
+    from efvi.adapters.xdp.program import RX_TS_KFUNC
+    why = ""
+    if btf_find_func(RX_TS_KFUNC) is None:
+        why = f"kernel has no {RX_TS_KFUNC} kfunc in {VMLINUX_BTF}: software stamps only"
+    elif feats.known and not feats.native:
+        why = "no native XDP (the kfunc needs a device-bound drv-mode program)"
+    elif not ts_info(li.name).hw_rx:
+        why = "driver reports no raw hardware RX timestamps (ethtool -T)"
+    return {"hw_timestamps": not why, "hw_timestamps_why_not": why}
 
 
 def _adapter_caps(url: str) -> dict[str, Any]:
@@ -106,10 +122,12 @@ def _print(d: dict[str, Any]) -> None:
         if not caps.get("usable"):
             print(f"  {name}: unusable — {caps.get('why_not')}")
             continue
-        flags = [k for k in ("steal", "sniff", "zero_copy", "pio", "vi_sets")
+        flags = [k for k in ("steal", "sniff", "zero_copy", "hw_timestamps", "pio", "vi_sets")
                  if caps.get(k)]
         extra = f", modes {'/'.join(caps['modes'])}" if "modes" in caps else ""
         print(f"  {name}: {' '.join(flags)}; rx queues {caps.get('rx_queues')}{extra}")
+        if caps.get("hw_timestamps_why_not"):
+            print(f"    no hardware RX timestamps: {caps['hw_timestamps_why_not']}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The ``xdp`` adapter: ef_vi over AF_XDP (``xdp:IFNAME[@QUEUE][?mode=&zerocopy=&force=]``).
+"""The ``xdp`` adapter: ef_vi over AF_XDP (``xdp:IFNAME[@QUEUE][?mode=&zerocopy=&force=&ts=]``).
 
 Model mapping:
 
@@ -26,7 +26,19 @@ Model mapping:
   xdp (use one VI per group, or the sim adapter).
 * **RX** events come from the RX rings: ``ofs`` = 256 (the kernel's headroom),
   ``ts_ns`` = the program's ``bpf_ktime_get_ns`` converted to CLOCK_REALTIME
-  (clock source ``xdp-sw``). Frames longer than a buffer (2048 − 256) are dropped by
+  (clock source ``xdp-sw``). **Hardware RX timestamps** (``ts=auto``, the default, or
+  ``ts=hw``): in native mode the program is loaded device-bound with the
+  ``bpf_xdp_metadata_rx_timestamp`` kfunc (:mod:`efvi.adapters.xdp.link`); a frame the
+  driver stamped carries the NIC clock's ns (raw, not converted: a PHC, usually kept
+  on TAI/UTC by ptp4l) and the per-event flag :data:`RX_FLAG_HW_TS` in ``flags``;
+  other frames keep the software stamp. The VI's ``clock_source`` turns ``hw`` at the
+  first hardware-stamped frame (per VI; the flag is per event) and stays ``xdp-sw``
+  on drivers that implement the kfunc without a clock (veth) or when the kfunc
+  program could not be used (skb mode, old kernel, driver refusal: the plain program
+  is loaded silently, ``capabilities.hw_timestamps`` is False and
+  ``XdpAdapter.rx_timestamp_info`` says why). Drivers such as mlx5/ice only stamp
+  when RX hardware timestamping is enabled on the interface (ptp4l or
+  ``hwstamp_ctl -r 1``); efvi does not change that global setting. Frames longer than a buffer (2048 − 256) are dropped by
   the kernel and counted (``rx_trunc_drops``); interfaces whose MTU allows such
   frames are refused at VI allocation.
 * **TX** descriptors go to the TX ring; ``sendto`` kicks when the kernel sets
@@ -79,7 +91,10 @@ _KICK_LIMIT = 64
 _TX = int(EventType.TX)
 _TXERR = int(EventType.TX_ERROR)
 _SW = int(EventType.SW)
-_OPTIONS = {"mode", "zerocopy", "force"}
+_OPTIONS = {"mode", "zerocopy", "force", "ts"}
+#: RX event flag (xdp adapter): ``ts_ns`` is a hardware stamp from the NIC's clock
+RX_FLAG_HW_TS = 0x100
+_HW_TS_MASK = (1 << 63) - 1
 _SCALAR_RX = 8  # at most this many RX frames per queue: scalar path (no numpy overhead)
 _MAP_SHARED, _MAP_ANON, _MAP_FIXED_NOREPLACE = 0x01, 0x20, 0x100000
 
@@ -105,7 +120,8 @@ class XdpAdapter(Adapter):
         unknown = set(options) - _OPTIONS
         if unknown:
             raise SetupError(f"unknown xdp option(s) {sorted(unknown)}", errno=_errno.EINVAL,
-                             hint="options: mode=auto|drv|skb, zerocopy=auto|0|1, force=1")
+                             hint="options: mode=auto|drv|skb, zerocopy=auto|0|1, force=1, "
+                                  "ts=auto|sw|hw")
         if not iface:
             raise SetupError("xdp needs an interface: xdp:IFNAME[@QUEUE]", errno=_errno.EINVAL)
         self.mode = options.get("mode", "auto").lower()
@@ -134,7 +150,9 @@ class XdpAdapter(Adapter):
             self.features = netutil.xdp_features(iface)
             self._info = netutil.interface_info(iface)
             self.program = InterfaceProgram.acquire(iface, self.ifindex, self.netns,
-                                                    self.mode, force)
+                                                    self.mode, force,
+                                                    options.get("ts", "auto").lower())
+            self._ts_hw_rx = _driver_hw_rx(iface)
         except BaseException:
             self.netns.close()
             raise
@@ -147,12 +165,27 @@ class XdpAdapter(Adapter):
                           if k not in (FilterKind.NONE, FilterKind.ALL))
         return Capabilities(
             adapter="xdp", steal=True, sniff=False, zero_copy=bool(zc), rx_timestamps=True,
-            tx_timestamps=False, hw_timestamps=False, pio=True, vi_sets=True,
+            tx_timestamps=False, hw_timestamps=self.program.hw_kfunc and self._ts_hw_rx,
+            pio=True, vi_sets=True,
             multi_region=False,
             rx_queues=1 if self.queue is not None else self.nqueues, filter_kinds=kinds)
 
     def interface_info(self) -> InterfaceInfo:
         return self._info
+
+    @property
+    def rx_timestamp_info(self) -> dict[str, object]:
+        """How RX frames are stamped: ``kfunc`` (device-bound program calling
+        ``bpf_xdp_metadata_rx_timestamp``, software stamp when the driver has none) or
+        ``ktime`` (software only), whether the driver reports hardware RX stamps
+        (``ethtool -T``), and why hardware stamps are not possible (``why_not``)."""
+        p = self.program
+        why = p.hw_note
+        if p.hw_kfunc and not self._ts_hw_rx:
+            why = (f"{self.iface}'s driver reports no raw hardware RX timestamps "
+                   "(ethtool -T); frames keep software stamps")
+        return {"path": "kfunc" if p.hw_kfunc else "ktime", "driver_hw_rx": self._ts_hw_rx,
+                "hw_timestamps": p.hw_kfunc and self._ts_hw_rx, "why_not": why}
 
     def resolve_neighbour(self, ip: str) -> bytes | None:
         with self.netns.enter():
@@ -177,6 +210,12 @@ class XdpAdapter(Adapter):
         self._closed = True
         self.program.release()
         self.netns.close()
+
+
+def _driver_hw_rx(iface: str) -> bool:
+    """The driver lists raw hardware RX timestamps and a PHC (``ethtool -T``)."""
+    from efvi.adapters.packet.ring import ts_info
+    return ts_info(iface).hw_rx
 
 
 class XdpPD(HwProtectionDomain):
@@ -632,7 +671,8 @@ class XdpVI(HwVI):
     def harvest(self, out: EventArray, max_events: int) -> int:
         """RX events, then TX completions, then SW events, up to ``max_events``.
 
-        Cost per call: ~15 numpy ops per RX queue with frames, a few per TX batch;
+        Cost per call: ~17 numpy ops per RX queue with frames (2 to look for hardware
+        stamps, 3 more when there are some), a few per TX batch;
         no per-packet Python work. Publishes ring consumers after reading entries.
         """
         if self._closed:
@@ -682,12 +722,19 @@ class XdpVI(HwVI):
         rec = out[n:n + k]
         rec["type"] = 0
         rec["subtype"] = 0
-        rec["flags"] = 1 | (mcast.astype(np.uint16) << 3)
+        flags = 1 | (mcast.astype(np.uint16) << 3)
+        ts = np.where(meta > 0, meta + self._ts_off, 0)
+        hw = meta < 0  # bit 63: a hardware stamp (kfunc program only)
+        if hw.any():
+            self.clock_source = "hw"
+            ts = np.where(hw, meta & _HW_TS_MASK, ts)
+            flags |= hw.astype(np.uint16) << 8
+        rec["flags"] = flags
         rec["q_id"] = q
         rec["ofs"] = ofs
         rec["rq_id"] = ids
         rec["len"] = lens
-        rec["ts_ns"] = np.where(meta > 0, meta + self._ts_off, 0)
+        rec["ts_ns"] = ts
         r.cons[0] = (cons + k) & M32
         self._rx_cons[q] = (cons + k) & M32
         self._q_out[q] -= k
@@ -715,8 +762,13 @@ class XdpVI(HwVI):
             ofs = raw >> OFFSET_SHIFT
             data = base + ofs
             meta = int.from_bytes(umem[data - 8:data], "little", signed=True)
-            out[n + i] = (0, 0, 1 | ((umem[data] & 1) << 3), q, ofs, ids[base >> 11], ln,
-                          meta + off if meta > 0 else 0)
+            if meta >= 0:
+                out[n + i] = (0, 0, 1 | ((umem[data] & 1) << 3), q, ofs, ids[base >> 11], ln,
+                              meta + off if meta > 0 else 0)
+            else:  # bit 63: a hardware stamp
+                self.clock_source = "hw"
+                out[n + i] = (0, 0, 1 | ((umem[data] & 1) << 3) | RX_FLAG_HW_TS, q, ofs,
+                              ids[base >> 11], ln, meta & _HW_TS_MASK)
             nbytes += ln
         cons = (cons + k) & M32
         r.cons[0] = cons

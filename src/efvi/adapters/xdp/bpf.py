@@ -41,6 +41,8 @@ BPF_MAP_TYPE_XSKMAP = 17
 BPF_PROG_TYPE_XDP = 6
 BPF_XDP = 37  # attach type
 
+BPF_F_XDP_DEV_BOUND_ONLY = 64  # prog_flags: a device-bound XDP program (metadata kfuncs)
+
 BPF_ANY = 0
 BPF_NOEXIST = 1
 
@@ -223,3 +225,64 @@ def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1) -> tuple[int, byte
     sys_bpf(BPF_PROG_TEST_RUN, attr, "prog test run")
     retval, _dsi, dso = struct.unpack_from("<III", attr, 4)
     return retval, dout.raw[:dso]
+
+
+# ---- BTF: kernel function ids (for kfunc calls) ------------------------------------------
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+BTF_MAGIC = 0xEB9F
+BTF_KIND_FUNC = 12
+_BTF_HDR = struct.Struct("<HBBIIIII")
+_BTF_TYPE = struct.Struct("<III")
+# bytes of kind-specific data after each 12-byte type record: (fixed, per vlen entry)
+_BTF_EXTRA: dict[int, tuple[int, int]] = {
+    1: (4, 0),  # INT
+    3: (12, 0),  # ARRAY
+    4: (0, 12), 5: (0, 12),  # STRUCT, UNION
+    6: (0, 8),  # ENUM
+    13: (0, 8),  # FUNC_PROTO
+    14: (4, 0),  # VAR
+    15: (0, 12),  # DATASEC
+    17: (4, 0),  # DECL_TAG
+    19: (0, 12),  # ENUM64
+}
+_btf_cache: dict[tuple[str, str], int | None] = {}
+
+
+def btf_find_func(name: str, path: str = VMLINUX_BTF) -> int | None:
+    """BTF type id of the FUNC ``name`` in ``path`` (vmlinux BTF), or None.
+
+    Control path: a pure-Python scan of the whole BTF blob (~5 MiB, tens of ms) the
+    first time; the answer is cached per process. None when the file is missing or
+    unreadable (kernel without CONFIG_DEBUG_INFO_BTF) or holds no such function.
+    """
+    key = (path, name)
+    if key in _btf_cache:
+        return _btf_cache[key]
+    found: int | None = None
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError:
+        blob = b""
+    if len(blob) >= _BTF_HDR.size:
+        magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = \
+            _BTF_HDR.unpack_from(blob, 0)
+        if magic == BTF_MAGIC:
+            want = name.encode()
+            strs = blob[hdr_len + str_off:hdr_len + str_off + str_len]
+            pos, end = hdr_len + type_off, hdr_len + type_off + type_len
+            tid = 1
+            unpack = _BTF_TYPE.unpack_from
+            extra = _BTF_EXTRA
+            while pos + 12 <= end:
+                name_off, info, _size = unpack(blob, pos)
+                kind = (info >> 24) & 0x1F
+                if kind == BTF_KIND_FUNC and strs.startswith(want, name_off) and \
+                        strs[name_off + len(want):name_off + len(want) + 1] == b"\0":
+                    found = tid
+                    break
+                fixed, per = extra.get(kind, (0, 0))
+                pos += 12 + fixed + per * (info & 0xFFFF)
+                tid += 1
+    _btf_cache[key] = found
+    return found

@@ -10,6 +10,13 @@ Ownership rules (control path):
   that process). If the named pid is dead (a netlink-attached leftover of a crashed
   run), the program is detached and replaced.
 * A program efvi did not attach is never replaced, unless ``force=1``.
+* RX timestamps (``ts=auto|sw|hw``): unless ``ts=sw`` or ``mode=skb``, the program is
+  first built with the metadata kfunc ``bpf_xdp_metadata_rx_timestamp`` (BTF id from
+  vmlinux BTF), loaded device-bound and attached in drv mode; if the kfunc is missing
+  or the kernel/driver refuses the load or the attach, today's program (software
+  stamps only) is loaded instead — silently for ``ts=auto``, UnsupportedError for
+  ``ts=hw``. :attr:`InterfaceProgram.hw_kfunc` says which one runs and
+  :attr:`InterfaceProgram.hw_note` why not.
 * Attach is through a bpf_link, which the kernel removes when the process dies (also
   on SIGKILL); netlink is the fallback on kernels without XDP links, with an atexit
   hook and a SIGTERM handler that detach it.
@@ -32,8 +39,8 @@ from typing import Any
 from efvi.adapters.xdp import bpf
 from efvi.adapters.xdp import netlink as xnl
 from efvi.adapters.xdp.program import (FTABLE_SIZE, KEY_SIZE, KMACS_SIZE, MAX_TARGETS,
-                                       XSKMAP_SIZE, build_program, kmac_key)
-from efvi.errors import SetupError
+                                       RX_TS_KFUNC, XSKMAP_SIZE, build_program, kmac_key)
+from efvi.errors import SetupError, UnsupportedError
 from efvi.netutil import link_info, multicast_macs
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -125,7 +132,7 @@ class InterfaceProgram:
     _registry: dict[tuple[int, int], "InterfaceProgram"] = {}
 
     def __init__(self, ifname: str, ifindex: int, netns: NetnsHandle, mode: str,
-                 force: bool) -> None:
+                 force: bool, ts: str = "auto") -> None:
         self.ifname = ifname
         self.ifindex = ifindex
         self.netns = netns
@@ -141,11 +148,15 @@ class InterfaceProgram:
         self._targets: set[int] = set()
         self.slots: dict[int, int] = {}  # XSKMAP slot -> socket fd
         self.queue_owner: dict[int, Any] = {}  # RX queue -> the VI holding it
+        self.ts = ts
+        self.hw_kfunc = False  # the RX-timestamp kfunc variant is attached
+        self.hw_note = ""  # why it is not (empty when it is)
         try:
             self._check_owner(force)
             self._create_maps()
-            self._load()
-            self._attach(mode)
+            if not self._load_hw_variant(mode, ts):
+                self._load()
+                self._attach(mode)
         except BaseException:
             self._close_fds()
             raise
@@ -153,13 +164,18 @@ class InterfaceProgram:
     # ---- registry ----------------------------------------------------------------------
     @classmethod
     def acquire(cls, ifname: str, ifindex: int, netns: NetnsHandle, mode: str,
-                force: bool) -> "InterfaceProgram":
+                force: bool, ts: str = "auto") -> "InterfaceProgram":
         key = (netns.inode, ifindex)
         with _lock:
             prog = cls._registry.get(key)
             if prog is None or prog.prog_fd < 0:
-                prog = cls(ifname, ifindex, netns, mode, force)
+                prog = cls(ifname, ifindex, netns, mode, force, ts)
                 cls._registry[key] = prog
+            elif ts == "hw" and not prog.hw_kfunc:
+                raise UnsupportedError(
+                    f"{ifname} already runs efvi's program without hardware RX timestamps "
+                    f"in this process ({prog.hw_note or 'opened with ts=sw'}); open every "
+                    f"driver on {ifname} with ts=hw or ts=auto")
             elif mode not in ("auto", prog.mode):
                 raise SetupError(
                     f"{ifname} already runs efvi's program in {prog.mode} mode in this "
@@ -220,6 +236,50 @@ class InterfaceProgram:
         code = build_program().assemble(self.fds)
         self.prog_fd = bpf.prog_load(code, name=f"efvi_{os.getpid()}")
         self.prog_id = int(bpf.prog_info(self.prog_fd)["id"])
+
+    def _load_hw_variant(self, mode: str, ts: str) -> bool:
+        """Load and attach (drv, bpf_link) the RX-timestamp kfunc variant; False if not.
+
+        The variant is device-bound (``BPF_F_XDP_DEV_BOUND_ONLY``, ``prog_ifindex``),
+        which the kernel only runs in native mode. Failure is silent for ``ts=auto``
+        (``hw_note`` says why) and UnsupportedError for ``ts=hw``.
+        """
+        if ts not in ("auto", "sw", "hw"):
+            raise SetupError(f"unknown ts={ts!r}", errno=_errno.EINVAL,
+                             hint="use ?ts=auto (default), ?ts=sw or ?ts=hw")
+        if ts == "sw":
+            self.hw_note = "disabled (ts=sw)"
+            return False
+        if mode not in ("auto", "drv"):
+            self.hw_note = ("the RX-timestamp kfunc needs a device-bound program, which "
+                            "runs in native (drv) mode only, not skb")
+        elif (btf_id := bpf.btf_find_func(RX_TS_KFUNC)) is None:
+            self.hw_note = (f"the kernel has no {RX_TS_KFUNC} kfunc in "
+                            f"{bpf.VMLINUX_BTF} (needs Linux >= 6.3 with BTF)")
+        else:
+            code = build_program(rx_ts_kfunc=btf_id).assemble(self.fds)
+            try:
+                self.prog_fd = bpf.prog_load(code, name=f"efvi_{os.getpid()}",
+                                             prog_flags=bpf.BPF_F_XDP_DEV_BOUND_ONLY,
+                                             ifindex=self.ifindex)
+                self.prog_id = int(bpf.prog_info(self.prog_fd)["id"])
+                self.link_fd = bpf.link_create(self.prog_fd, self.ifindex,
+                                               xnl.MODE_FLAGS["drv"])
+            except SetupError as exc:
+                first = exc.message.splitlines()[0] if exc.message else str(exc)
+                self.hw_note = f"the kernel/driver refused the device-bound program: {first}"
+                if self.prog_fd >= 0:
+                    os.close(self.prog_fd)
+                    self.prog_fd = -1
+                self.prog_id = 0
+            else:
+                self.mode, self.via = "drv", "bpf_link"
+                self.hw_kfunc, self.hw_note = True, ""
+                return True
+        if ts == "hw":
+            raise UnsupportedError(f"xdp:{self.ifname}?ts=hw: no hardware RX timestamps: "
+                                   f"{self.hw_note}; use ts=auto or ts=sw")
+        return False
 
     def _attach(self, mode: str) -> None:
         modes = ["drv", "skb"] if mode == "auto" else [mode]

@@ -19,9 +19,16 @@ and fragments skip the IP levels), UDP and TCP, then tries the table kinds in th
 hardware's priority order (:data:`KIND_ORDER`), a VLAN-specific entry before a
 VLAN-any one at each kind. The first hit redirects; nothing hit → XDP_PASS.
 
-Before redirecting it stores ``bpf_ktime_get_ns()`` (CLOCK_MONOTONIC) in 8 bytes of
-XDP metadata right before the frame, which AF_XDP copies into the UMEM; user space
-reads it at ``desc.addr - 8``.
+Before redirecting it stores an RX timestamp in 8 bytes of XDP metadata right before
+the frame, which AF_XDP copies into the UMEM; user space reads it at ``desc.addr - 8``:
+
+* ``bpf_ktime_get_ns()`` (CLOCK_MONOTONIC ns, bit 63 clear) — the software stamp;
+* in the *hardware-timestamp variant* (``build_program(rx_ts_kfunc=BTF id)``, loaded
+  device-bound), the program first calls the metadata kfunc
+  ``bpf_xdp_metadata_rx_timestamp(ctx, &ts)``; when it returns 0 with a non-zero
+  ``ts`` it stores ``ts | HW_TS_FLAG`` (the NIC's clock in ns, bit 63 set), else the
+  software stamp. Bit 63 is the per-frame flag telling user space which it is (no
+  clock reaches 2**63 ns, year 2262).
 
 Key layout (56 bytes, little-endian host, packet fields in network byte order)::
 
@@ -51,6 +58,8 @@ FTABLE_SIZE = 4096
 KMACS_SIZE = 512
 REPORT_BASE = 16  # build_program(report_target=True): a hit returns this + target
 META_LEN = 8  # bytes of XDP metadata (the timestamp) before each RX frame
+HW_TS_FLAG = 1 << 63  # set in the metadata word when it holds a hardware stamp
+RX_TS_KFUNC = "bpf_xdp_metadata_rx_timestamp"
 
 
 class TableKind(IntEnum):
@@ -159,6 +168,7 @@ S_MAC = -80  # 6 bytes: u32 at -80, u16 at -76
 S_LIP = -96  # 16 bytes
 S_RIP = -112  # 16 bytes
 S_ZERO = -120  # u32 0: the config map key
+S_TS = -128  # u64: the kfunc's hardware timestamp
 
 ETH_P_8021Q_RAW = 0x0081  # 0x8100 as a little-endian 16-bit load sees it
 ETH_P_8021AD_RAW = 0xA888
@@ -227,11 +237,15 @@ def _lookup_both(a: Asm, kind: TableKind) -> None:
     _lookup(a, kind, False)
 
 
-def build_program(timestamps: bool = True, report_target: bool = False) -> Asm:
+def build_program(timestamps: bool = True, report_target: bool = False,
+                  rx_ts_kfunc: int | None = None) -> Asm:
     """The filter-table XDP program (maps: config, ftable, kmacs, xsks).
 
     ``report_target`` (tests only) makes a hit return ``REPORT_BASE + target`` instead
-    of redirecting, so ``BPF_PROG_TEST_RUN`` shows which filter won.
+    of redirecting, so ``BPF_PROG_TEST_RUN`` shows which filter won. ``rx_ts_kfunc``
+    (the BTF id of :data:`RX_TS_KFUNC`) builds the hardware-timestamp variant, which
+    must be loaded device-bound (``BPF_F_XDP_DEV_BOUND_ONLY`` + ``prog_ifindex``) and
+    attached in native (drv) mode.
     """
     a = Asm()
     a.movr(R6, R1)  # r6 = ctx for the whole program
@@ -413,6 +427,17 @@ def build_program(timestamps: bool = True, report_target: bool = False) -> Asm:
     a.lsh(R7, 6)
     a.addr(R7, R2)  # r7 = XSKMAP slot
     if timestamps:
+        if rx_ts_kfunc is not None:
+            # r9 = the hardware stamp, 0 when the driver has none (r9's mask is dead here)
+            a.st("dw", FP, S_TS, 0)
+            a.movr(R1, R6)
+            a.movr(R2, FP)
+            a.add(R2, S_TS)
+            a.call_kfunc(rx_ts_kfunc)
+            a.mov(R9, 0)
+            a.jif(R0, "!=", 0, "have_hw")
+            a.ldx("dw", R9, FP, S_TS)
+            a.label("have_hw")
         a.movr(R1, R6)
         a.mov(R2, -META_LEN)
         a.call(HELPER_XDP_ADJUST_META)
@@ -423,6 +448,13 @@ def build_program(timestamps: bool = True, report_target: bool = False) -> Asm:
         a.add(R4, META_LEN)
         a.jif(R4, ">", R3, "redirect", reg=True)
         a.movr(R8, R2)
+        if rx_ts_kfunc is not None:
+            a.jif(R9, "==", 0, "sw_ts")
+            a.ld_imm64(R1, HW_TS_FLAG)
+            a.alu("or", R9, R1)
+            a.stx("dw", R8, 0, R9)
+            a.jmp("redirect")
+            a.label("sw_ts")
         a.call(HELPER_KTIME_GET_NS)
         a.stx("dw", R8, 0, R0)
     a.label("redirect")
