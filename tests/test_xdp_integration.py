@@ -315,7 +315,20 @@ def test_pio_frames_reach_the_kernel_and_timestamps_are_realtime(pair: netns.Vet
         drv.close()
 
 
-def test_adjacent_pieces_merge_and_scattered_ones_fail(pair: netns.VethPair) -> None:
+def _tx_ids(vi: VirtualInterface, want: int) -> list[tuple[int, list[int]]]:
+    """(event type, ids) of TX/TX_ERROR events until ``want`` ids came back."""
+    kinds: list[tuple[int, list[int]]] = []
+    deadline = time.monotonic() + 5
+    while sum(len(k[1]) for k in kinds) < want and time.monotonic() < deadline:
+        for e in vi.eventq_poll(8):
+            if e.type in (EventType.TX, EventType.TX_ERROR):
+                kinds.append((int(e.type), vi.transmit_unbundle(e)))
+    return kinds
+
+
+def test_adjacent_pieces_merge_and_scattered_ones_are_gathered(pair: netns.VethPair) -> None:
+    """Gather TX: 3 scattered pieces reach a kernel UDP socket as one frame; ids come
+    back in order mixed with ordinary, adjacent-piece and too-long sends."""
     a, b = pair.a, pair.b
     with netns.enter(b.netns):
         rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -325,20 +338,55 @@ def test_adjacent_pieces_merge_and_scattered_ones_fail(pair: netns.VethPair) -> 
     try:
         pd = ProtectionDomain(drv)
         mr = MemoryRegion(pd, 64 * 2048)
-        vi = VirtualInterface(pd)
-        f = udp_frame(b.mac, a.mac, a.ip, b.ip, 7000, 7003, b"two-pieces")
+        vi = VirtualInterface(pd, txq=512)
+
+        def frame(payload: bytes) -> bytes:
+            return udp_frame(b.mac, a.mac, a.ip, b.ip, 7000, 7003, payload)
+
+        # adjacent pieces: merged in place
+        f = frame(b"two-pieces")
         mr.mv[0:len(f)] = f
         assert vi.transmitv([(mr.dma_addr(0), 20), (mr.dma_addr(20), len(f) - 20)], 1) == 0
         assert rx.recv(100) == b"two-pieces"
-        mr.mv[4096:4096 + 20] = f[:20]
-        mr.mv[8192:8192 + len(f) - 20] = f[20:]
-        assert vi.transmitv([(mr.dma_addr(4096), 20), (mr.dma_addr(8192), len(f) - 20)], 2) == 0
-        kinds: list[tuple[int, list[int]]] = []
-        deadline = time.monotonic() + 5
-        while len(kinds) < 2 and time.monotonic() < deadline:
-            for e in vi.eventq_poll(8):
-                kinds.append((int(e.type), vi.transmit_unbundle(e)))
-        assert kinds == [(int(EventType.TX), [1]), (int(EventType.TX_ERROR), [2])]
-        assert vi.stats()["tx_error_drops"] == 1
+        # 3 scattered pieces, out of address order: copied into a bounce frame
+        f = frame(b"three-scattered-pieces")
+        cuts = [(20_000, 0, 14), (8_192, 14, 30), (40_000, 30, len(f))]
+        for off, lo, hi in cuts:
+            mr.mv[off:off + hi - lo] = f[lo:hi]
+        iov = [(mr.dma_addr(off), hi - lo) for off, lo, hi in cuts]
+        assert vi.transmitv(iov, 2) == 0
+        assert rx.recv(100) == b"three-scattered-pieces"
+        assert _tx_ids(vi, 2) == [(int(EventType.TX), [1]), (int(EventType.TX), [2])]
+        # mixed: ordinary, gathered (more than a VI's bounce frames), too long
+        plain = frame(b"plain")
+        mr.mv[60_000:60_000 + len(plain)] = plain
+        big = [(mr.dma_addr(k * 2048), 1000) for k in range(3)]  # 3000 bytes: too long
+        want: list[int] = []
+        payloads: list[bytes] = []
+        rid = 10
+        for k in range(40):
+            if k % 3 == 0:
+                assert vi.transmit(mr.dma_addr(60_000), len(plain), rid) == 0
+                payloads.append(b"plain")
+            elif k == 20:
+                assert vi.transmitv(big, rid) == 0
+            else:
+                g = frame(b"gather-%02d" % k)
+                o1, o2 = 2048 * (30 + k % 20), 2048 * (50 + k % 10)
+                mr.mv[o1:o1 + 25] = g[:25]
+                mr.mv[o2:o2 + len(g) - 25] = g[25:]
+                assert vi.transmitv([(mr.dma_addr(o1), 25),
+                                     (mr.dma_addr(o2), len(g) - 25)], rid) == 0
+                payloads.append(b"gather-%02d" % k)
+            want.append(rid)
+            rid += 1
+        events = _tx_ids(vi, len(want))
+        ids = [i for _, ids_ in events for i in ids_]
+        assert ids == want
+        errs = [i for t, ids_ in events if t == int(EventType.TX_ERROR) for i in ids_]
+        assert errs == [30]  # k == 20 is rq_id 30
+        assert sorted(rx.recv(100) for _ in payloads) == sorted(payloads)
+        st = vi.stats()
+        assert st["tx_error_drops"] == 1 and st["tx_bounced"] == 1 + 25
     finally:
         drv.close()

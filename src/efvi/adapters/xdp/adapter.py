@@ -3,11 +3,13 @@
 Model mapping:
 
 * **PD ↔ UMEM.** A PD's one memory region is the UMEM (``multi_region=False``),
-  registered in unaligned-chunk mode so TX may start anywhere. efvi maps a 64 KiB
-  area right below the region and registers it as part of the UMEM: it holds the
-  VIs' PIO areas (pre-staged frames sent straight from UMEM), so DMA address =
-  UMEM offset and the region's DMA base is 64 KiB (0 when that address space was
-  taken; then there is no PIO).
+  registered in unaligned-chunk mode so TX may start anywhere. efvi maps a 128 KiB
+  area right below the region and registers it as part of the UMEM: its first 64 KiB
+  hold the VIs' PIO areas (pre-staged frames sent straight from UMEM), the other
+  64 KiB the TX *bounce frames* (32 × 2048 bytes, :data:`BOUNCE_PER_VI` per VI) that
+  gathered packets are copied into; so DMA address = UMEM offset and the region's DMA
+  base is 128 KiB (0 when that address space was taken; then there is no PIO and no
+  bounce frame).
 * **VI ↔ AF_XDP sockets.** A VI on ``xdp:IF`` gets one socket per RX queue (one merged
   event queue; ``q_id`` of an RX event is the hardware queue), ``xdp:IF@Q`` or
   ``VirtualInterface(queue=Q)`` one socket on queue Q; VISet member *i* binds queue
@@ -44,8 +46,13 @@ Model mapping:
 * **TX** descriptors go to the TX ring; ``sendto`` kicks when the kernel sets
   need_wakeup (always, in copy mode). Completions come back in order and become TX
   events (≤ 64 descriptors each, ``rq_id`` = cumulative count). A packet of several
-  descriptors is merged when they are adjacent in memory; otherwise, or above 2048
-  bytes, it completes as a TX_ERROR event (``tx_error_drops``).
+  descriptors (``transmitv``, gather) is sent as one AF_XDP descriptor: in place when
+  the pieces are adjacent in memory, else copied into one of the VI's bounce frames
+  (``tx_bounced`` counts them), which is reused once the kernel completed it; its ids
+  complete in order with the other sends. A packet longer than 2048 bytes completes
+  as TX_ERROR (TOO_BIG); so does a gathered one when the PD has no bounce frames (no
+  reserve area could be mapped, or 4+ VIs took them all) or the VI's are all still in
+  flight after a kick (BUS); both count in ``tx_error_drops``.
 """
 
 from __future__ import annotations
@@ -85,6 +92,9 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 M32 = 0xFFFFFFFF
 _REQ_NONE = 0xFFFFFFFF
 PIO_RESERVE = 64 * 1024  # UMEM bytes below the region for PIO areas
+BOUNCE_RESERVE = 64 * 1024  # and after those, for TX bounce frames
+RESERVE = PIO_RESERVE + BOUNCE_RESERVE
+BOUNCE_PER_VI = 8  # bounce frames a VI takes (on its first gathered packet)
 MAX_RX_FRAME = CHUNK_SIZE - XDP_PACKET_HEADROOM
 _RETRY = (_errno.EAGAIN, _errno.ENOBUFS, _errno.EBUSY)
 _KICK_LIMIT = 64
@@ -230,6 +240,7 @@ class XdpPD(HwProtectionDomain):
         self._reserve = 0  # address of the PIO area (0: none)
         self._pio_next = 0
         self._pio_dma = 0
+        self._bounce_next = PIO_RESERVE  # next free bounce frame (offset in the reserve)
         self.sockets: list[XskSocket] = []
         self.vis: set[XdpVI] = set()
         self._closed = False
@@ -240,20 +251,20 @@ class XdpPD(HwProtectionDomain):
         # the PIO area must be virtually contiguous with the region (one UMEM): map it
         # right below the region, else right above it, else go without PIO
         self.umem_addr, self.umem_len, self.dma_base = addr, n, 0
-        for want in (addr - PIO_RESERVE, addr + n):
-            got = _libc.mmap(ctypes.c_void_p(want), PIO_RESERVE, 3, _MAP_SHARED | _MAP_ANON
+        for want in (addr - RESERVE, addr + n):
+            got = _libc.mmap(ctypes.c_void_p(want), RESERVE, 3, _MAP_SHARED | _MAP_ANON
                              | _MAP_FIXED_NOREPLACE, -1, 0)
             if got == want:
                 self._reserve = want
                 if want < addr:
-                    self.umem_addr, self.dma_base = want, PIO_RESERVE
+                    self.umem_addr, self.dma_base = want, RESERVE
                     self._pio_dma = 0
                 else:
                     self._pio_dma = n
-                self.umem_len = n + PIO_RESERVE
+                self.umem_len = n + RESERVE
                 break
             if got not in (None, ctypes.c_void_p(-1).value):
-                _libc.munmap(ctypes.c_void_p(got), PIO_RESERVE)
+                _libc.munmap(ctypes.c_void_p(got), RESERVE)
         buf = (ctypes.c_char * self.umem_len).from_address(self.umem_addr)
         self.umem = np.frombuffer(memoryview(buf).cast("B"), dtype=np.uint8)
         return self.dma_base
@@ -264,7 +275,7 @@ class XdpPD(HwProtectionDomain):
     def _unmap(self) -> None:
         self.umem = None
         if self._reserve:
-            _libc.munmap(ctypes.c_void_p(self._reserve), PIO_RESERVE)
+            _libc.munmap(ctypes.c_void_p(self._reserve), RESERVE)
             self._reserve = 0
         self.umem_len = 0
 
@@ -284,6 +295,17 @@ class XdpPD(HwProtectionDomain):
         self._pio_next += (nbytes + 63) & ~63
         arr = (ctypes.c_char * nbytes).from_address(self._reserve + off)
         return memoryview(arr).cast("B"), self._pio_dma + off
+
+    def bounce_frames(self, n: int) -> list[int]:
+        """Up to ``n`` bounce frames (UMEM/DMA addresses of 2048 bytes) for one VI's
+        gathered TX; fewer (or none) when the reserve is used up or absent."""
+        if not self._reserve or self.umem_len == 0:
+            return []
+        out: list[int] = []
+        while len(out) < n and self._bounce_next + CHUNK_SIZE <= RESERVE:
+            out.append(self._pio_dma + self._bounce_next)
+            self._bounce_next += CHUNK_SIZE
+        return out
 
     def shared_fd(self) -> int | None:
         for s in self.sockets:
@@ -406,9 +428,12 @@ class XdpVI(HwVI):
         self._tx_done = 0  # core descriptors completed (mod 2**32 in events)
         self._runs: collections.deque[list[int]] = collections.deque()  # [kind, n_core, n_xdp]
         self._tx_unkicked = False
+        self._bounce: list[int] | None = None  # bounce frames (DMA), taken on first use
+        self._bounce_seq: list[int] = []  # TX-ring index each frame was last sent at (-1)
+        self._bounce_k = 0  # next frame (FIFO: completions come back in order)
         self._poller: select.poll | None = None
         self.counters = {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0,
-                         "tx_error_drops": 0, "tx_kick_errors": 0}
+                         "tx_error_drops": 0, "tx_kick_errors": 0, "tx_bounced": 0}
 
     # ---- sockets (control path, lazy) ----------------------------------------------------
     def ensure_sockets(self) -> bool:
@@ -630,7 +655,11 @@ class XdpVI(HwVI):
         self._tx_unkicked = True
 
     def _tx_slow(self, addrs: U64Array, lens: U32Array, ids: U32Array) -> None:
-        """Packets of several descriptors: merge adjacent pieces, else TX_ERROR."""
+        """Packets of several descriptors: merge adjacent pieces, else copy them into a
+        bounce frame (one ``memmove`` per piece); TX_ERROR above 2048 bytes.
+
+        Cost: a Python loop over the descriptors, plus the copy for gathered packets.
+        """
         al, ll, il = addrs.tolist(), lens.tolist(), ids.tolist()
         i = 0
         while i < len(al):
@@ -642,13 +671,52 @@ class XdpVI(HwVI):
                 if al[k] != start + total:
                     ok = False
                 total += ll[k]
-            if ok and total <= CHUNK_SIZE:
-                self._tx_write(np.array([start], np.uint64), np.array([total], np.uint32))
-                self._run(0 if i == j else 2, j - i + 1, 1)
-                self.counters["tx_bytes"] += total
+            if total > CHUNK_SIZE:
+                self._run(1, j - i + 1, 0)
             else:
-                self._run(1 if total > CHUNK_SIZE else 3, j - i + 1, 0)
+                if not ok:  # gather: copy the pieces into a bounce frame
+                    dst = self._bounce_frame()
+                    if dst >= 0:
+                        base = self.pd.umem_addr
+                        at = dst
+                        for k in range(i, j + 1):
+                            ctypes.memmove(base + at, base + al[k], ll[k])
+                            at += ll[k]
+                        self._bounce_seq[self._bounce_k] = self._tx_prod
+                        self._bounce_k = (self._bounce_k + 1) % len(self._bounce_seq)
+                        self.counters["tx_bounced"] += 1
+                        start, ok = dst, True
+                if ok:
+                    self._tx_write(np.array([start], np.uint64), np.array([total], np.uint32))
+                    self._run(0 if i == j else 2, j - i + 1, 1)
+                    self.counters["tx_bytes"] += total
+                else:
+                    self._run(3, j - i + 1, 0)
             i = j + 1
+
+    def _bounce_frame(self) -> int:
+        """The next bounce frame once the kernel is done with it (DMA address), else -1.
+
+        Cost: a comparison with the completion producer; a ``sendto`` kick only when
+        the frame is still in flight (rare: it was used ``BOUNCE_PER_VI`` sends ago).
+        """
+        if self._bounce is None:
+            self._bounce = self.pd.bounce_frames(BOUNCE_PER_VI)
+            self._bounce_seq = [-1] * len(self._bounce)
+        if not self._bounce:
+            return -1
+        seq = self._bounce_seq[self._bounce_k]
+        if seq >= 0:
+            s = self.tx_sock
+            assert s is not None and s.comp is not None
+            for _ in range(_KICK_LIMIT):
+                # completions are in TX-ring order: done once the producer passed seq
+                if (int(s.comp.prod[0]) - seq - 1) & M32 < 0x80000000:
+                    break
+                self._kick()
+            else:
+                return -1
+        return self._bounce[self._bounce_k]
 
     def _kick(self) -> None:
         s = self.tx_sock
