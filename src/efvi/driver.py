@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 class Driver:
     """An opened adapter: ``Driver.open("sim")``, ``"xdp:eth0"``, ``"packet:lo"``.
 
-    URL forms: ``sim[:PORT][?wire=NAME&loopback=1&clock=virtual|real&mac=..&ip=..]``,
-    ``xdp:IFNAME[@QUEUE][?mode=skb|drv&zerocopy=0|1&force=1]``, ``packet:IFNAME``.
+    URL forms: ``sim[:PORT][?wire=NAME|@NAME&loopback=1&clock=virtual|real&mac=..&ip=..&mtu=..]``,
+    ``xdp:IFNAME[@QUEUE][?mode=auto|drv|skb&zerocopy=0|1&force=1&ts=auto|sw|hw]``,
+    ``packet:IFNAME[?ring=N&snaplen=N&ts=auto|sw|hw&qdisc=0|1]`` (see each adapter's
+    module doc).
     """
 
     def __init__(self, adapter: Adapter, url: str) -> None:
