@@ -23,6 +23,9 @@ Main entry points:
 from __future__ import annotations
 
 import array
+import contextlib
+import ctypes
+import ctypes.util
 import errno as _errno
 import fcntl
 import ipaddress
@@ -544,3 +547,47 @@ def multicast_macs(name: str) -> list[bytes]:
         pass
     return out
 
+
+# ---- network namespaces ---------------------------------------------------------------
+_CLONE_NEWNET = 0x40000000
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def current_netns_inode() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+class NetnsHandle:
+    """The namespace an adapter was opened in; control-path calls run inside it
+    (``with handle.enter(): ...``), so a driver opened in one namespace keeps working
+    from a thread that has since moved."""
+
+    def __init__(self) -> None:
+        self.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self.inode = os.fstat(self.fd).st_ino
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[None]:
+        """Run the block in this namespace (a no-op if the thread is already there)."""
+        if current_netns_inode() == self.inode:
+            yield
+            return
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _LIBC.setns(self.fd, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise SetupError("cannot enter the adapter's network namespace", errno=err,
+                                 hint="needs CAP_SYS_ADMIN")
+            try:
+                yield
+            finally:
+                _LIBC.setns(own, _CLONE_NEWNET)
+        finally:
+            os.close(own)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -81,7 +81,7 @@ import socket
 import struct
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -114,7 +114,6 @@ _MASK = 0xFFFFFFFF
 _REGION_SHIFT = 40
 _OFF_MASK = (1 << _REGION_SHIFT) - 1
 _SCAN = 1024  # ring slots examined per step
-_CLONE_NEWNET = 0x40000000
 
 FILTER_KINDS = frozenset(k.name.lower() for k in FilterKind if k != FilterKind.NONE)
 
@@ -131,40 +130,6 @@ def _needs_promisc(spec: FilterSpec, own_mac: bytes) -> int:
     if k in (FilterKind.MULTICAST_ALL, FilterKind.MULTICAST_MISMATCH):
         return ring.PACKET_MR_ALLMULTI
     return 0
-
-
-class _Netns:
-    """The network namespace an adapter lives in; ``inside()`` enters it if needed."""
-
-    def __init__(self) -> None:
-        self.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        self.ino = os.fstat(self.fd).st_ino
-
-    @contextlib.contextmanager
-    def inside(self) -> Iterator[None]:
-        if self.fd < 0 or os.stat("/proc/thread-self/ns/net").st_ino == self.ino:
-            yield
-            return
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            if libc.setns(self.fd, _CLONE_NEWNET) != 0:
-                e = ctypes.get_errno()
-                raise SetupError("cannot enter the adapter's network namespace", errno=e,
-                                 hint="needs CAP_SYS_ADMIN, or use the driver from the "
-                                      "thread that opened it")
-            try:
-                yield
-            finally:
-                libc.setns(own, _CLONE_NEWNET)
-        finally:
-            os.close(own)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 class PacketAdapter(Adapter):
@@ -187,7 +152,7 @@ class PacketAdapter(Adapter):
                                   "`setcap cap_net_raw,cap_net_admin+ep` on the python "
                                   "binary") from None
         try:
-            self._ns = _Netns()
+            self._ns = netutil.NetnsHandle()
         except OSError as exc:
             self._msock.close()
             raise SetupError("cannot open this thread's network namespace",
@@ -247,11 +212,11 @@ class PacketAdapter(Adapter):
             vi_sets=True, multi_region=True, rx_queues=1, filter_kinds=FILTER_KINDS)
 
     def interface_info(self) -> InterfaceInfo:
-        with self._ns.inside():
+        with self._ns.enter():
             return netutil.interface_info(self.iface)
 
     def resolve_neighbour(self, ip: str) -> bytes | None:
-        with self._ns.inside():
+        with self._ns.enter():
             return netutil.neighbour(ip, self.iface)
 
     def alloc_pd(self) -> "PacketPD":
@@ -298,7 +263,7 @@ class PacketAdapter(Adapter):
                     ring.membership(self._msock, self.ifindex, mr_type, False)
 
     def kernel_mcast(self) -> list[bytes]:
-        with self._ns.inside():
+        with self._ns.enter():
             return netutil.multicast_macs(self.iface)
 
     def close(self) -> None:
@@ -311,7 +276,7 @@ class PacketAdapter(Adapter):
             self._msock.close()  # drops promiscuous/allmulti references
             self._msock = None
         if self._hw_saved is not None:
-            with self._ns.inside():
+            with self._ns.enter():
                 ring.hwtstamp(self.iface, self._hw_saved)
             self._hw_saved = None
         if self._ptp is not None:
@@ -369,7 +334,7 @@ class PacketPD(HwProtectionDomain):
     def alloc_vi(self, rxq: int, txq: int, evq: int, flags: int,
                  queue: int | None) -> "PacketVI":
         a = self.adapter
-        with a._ns.inside():
+        with a._ns.enter():
             vi = PacketVI(self, rxq, txq, evq, queue)
         a._vis.add(vi)
         return vi

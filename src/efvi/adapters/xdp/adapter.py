@@ -71,7 +71,8 @@ import numpy as np
 
 from efvi.adapters.base import (Adapter, Capabilities, EventArray, HwProtectionDomain, HwVI,
                                 InterfaceInfo, U32Array, U64Array)
-from efvi.adapters.xdp.link import InterfaceProgram, NetnsHandle
+from efvi.adapters.xdp.link import InterfaceProgram
+from efvi.netutil import NetnsHandle
 from efvi.adapters.xdp.program import MAX_QUEUES, TableKind, presence_bit, spec_key
 from efvi.adapters.xdp.xsk import (ADDR_MASK, Ring, CHUNK_SIZE, OFFSET_SHIFT, XDP_PACKET_HEADROOM,
                                    XDP_RING_NEED_WAKEUP, XskSocket)

@@ -25,15 +25,11 @@ Ownership rules (control path):
 from __future__ import annotations
 
 import atexit
-import contextlib
-import ctypes
-import ctypes.util
 import errno as _errno
 import os
 import signal
 import struct
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from efvi.adapters.xdp import bpf
@@ -41,48 +37,9 @@ from efvi.adapters.xdp import netlink as xnl
 from efvi.adapters.xdp.program import (FTABLE_SIZE, KEY_SIZE, KMACS_SIZE, MAX_TARGETS,
                                        RX_TS_KFUNC, XSKMAP_SIZE, build_program, kmac_key)
 from efvi.errors import SetupError, UnsupportedError
-from efvi.netutil import link_info, multicast_macs
+from efvi.netutil import NetnsHandle, link_info, multicast_macs
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
 _lock = threading.RLock()
-
-
-# ---- network namespaces ---------------------------------------------------------------
-def current_netns_inode() -> int:
-    return os.stat("/proc/thread-self/ns/net").st_ino
-
-
-class NetnsHandle:
-    """The namespace an adapter was opened in; control-path calls run inside it."""
-
-    def __init__(self) -> None:
-        self.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        self.inode = os.fstat(self.fd).st_ino
-
-    @contextlib.contextmanager
-    def enter(self) -> Iterator[None]:
-        """Run the block in this namespace (a no-op if the thread is already there)."""
-        if current_netns_inode() == self.inode:
-            yield
-            return
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _libc.setns(self.fd, _CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise SetupError("cannot enter the adapter's network namespace", errno=err,
-                                 hint="needs CAP_SYS_ADMIN")
-            try:
-                yield
-            finally:
-                _libc.setns(own, _CLONE_NEWNET)
-        finally:
-            os.close(own)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 def _pid_alive(pid: int) -> bool:
