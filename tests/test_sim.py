@@ -274,3 +274,28 @@ def test_unsupported_is_named() -> None:
         d.require("steal", who_has="xdp")
         with pytest.raises(UnsupportedError, match="xdp"):
             d.require("hw_timestamps", who_has="xdp")
+
+
+def test_remote_wire_in_one_process_and_its_errors() -> None:
+    import os
+    name = f"@rw{os.getpid()}"
+    with Driver.open(f"sim:ra?wire={name}&ip=198.18.6.1") as da, \
+            Driver.open(f"sim:rb?wire={name}&ip=198.18.6.2") as db:
+        with pytest.raises(SetupError, match="already has two ends"):
+            Driver.open(f"sim:rc?wire={name}")
+        from efvi.filters import format_mac
+        lk = Link(da, db, format_mac(da.interface.mac), format_mac(db.interface.mac),
+                  "198.18.6.1", "198.18.6.2")
+        tx, rx = Endpoint(da), Endpoint(db)
+        rx.vi.filter_add(FilterSpec.ip4_local("udp", lk.rx_ip, 4444))
+        rx.post(range(64))
+        send(tx, [udp(lk, 4444, payload=bytes([i]) * 20) for i in range(40)])
+        got = received(rx)
+        assert len(got) == 40 and got[7][42:] == bytes([7]) * 20
+    # nobody on the other end: frames are dropped and counted, not queued
+    with Driver.open(f"sim:lone?wire=@nobody{os.getpid()}&ip=198.18.6.3") as d:
+        ep = Endpoint(d)
+        f = udp_frame("02:00:00:00:00:09", d.interface.mac, "198.18.6.3", "198.18.6.4", 1, 2,
+                      b"z")
+        send(ep, [f] * 3)
+        assert ep.vi.stats()["port_tx_no_peer_drops"] == 3
