@@ -86,6 +86,20 @@ def gather_rows(mem: U8, offs: I64, width: int) -> U8:
     return res
 
 
+def gather_words(mem: U8, offs: I64, nwords: int) -> npt.NDArray[np.uint64] | None:
+    """``(len(offs), nwords)`` 8-byte words at each offset — a view where the frames are
+    a run of rows — or None unless every offset is 8-aligned in the row layout."""
+    lay = row_layout(mem, offs, nwords * 8)
+    if lay is None or lay[2] % 8 or mem.ctypes.data % 8:
+        return None
+    rows, ridx, col = lay
+    words = rows.view(np.uint64)[:, col // 8:col // 8 + nwords]
+    r0 = _run(ridx)
+    out: npt.NDArray[np.uint64] = words[r0:r0 + ridx.shape[0]] if r0 is not None \
+        else words[ridx]
+    return out
+
+
 def scatter(dst: U8, doffs: I64, src: U8, soffs: I64, lens: I64) -> None:
     """Copy ``lens[i]`` bytes from ``src[soffs[i]:]`` to ``dst[doffs[i]:]`` for every i.
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from efvi.adapters.sim.dma import gather_rows
+from efvi.adapters.sim.dma import gather_rows, gather_words
 from efvi.adapters.sim.clock import Clock, RealClock, VirtualClock
 from efvi.adapters.sim.filter_table import Decision, FilterEntry, FilterTable
 from efvi.adapters.sim.remote import RemoteWire
@@ -53,6 +53,10 @@ _HASH_MULT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F
 # total length and id (16..19; the key keeps a "UDP header present" flag in 16),
 # TTL (22), header checksum (24..25), UDP length and checksum (38..39).
 _CANON_ZERO = np.array([17, 18, 19, 22, 24, 25, 38, 39], dtype=np.int64)
+# _one_flow compares the 40 key bytes as 5 little-endian words, ignoring IP id (18-19),
+# TTL (22) and the IP header checksum (24-25) — total length and UDP length must match
+_ONE_FLOW_MASK = np.frombuffer(bytes(
+    0 if i in (18, 19, 22, 24, 25) else 0xFF for i in range(KEY_BYTES)), dtype="<u8").copy()
 
 
 @dataclass(slots=True)
@@ -302,6 +306,28 @@ class SimPort:
                 self._cache[key] = d
         return d
 
+    def _one_flow(self, batch: FrameBatch) -> Decision | None:
+        """The decision if every frame is the same plain IPv4/UDP flow, else None.
+
+        The quick test of :meth:`_route`'s common case: the first 40 bytes of every
+        frame, as five 8-byte words with the per-packet fields (IP id, TTL, header
+        checksum) masked out, equal those of the first frame, and every frame holds its
+        UDP header. Cost: ~6 numpy calls over n × 5 words, no copy of the headers.
+        """
+        words = gather_words(batch.mem, batch.offs, KEY_BYTES // 8)
+        if words is None or int(batch.lens.min()) < 42:
+            return None
+        masked = words & _ONE_FLOW_MASK
+        if not (masked == masked[0]).all():
+            return None
+        h0 = bytes(words[0].tobytes())
+        if h0[12:15] != b"\x08\x00\x45" or h0[23] != 17 or h0[20] & 0x3F or h0[21] \
+                or ((h0[16] << 8) | h0[17]) < 28:
+            return None
+        key = scalar_key(h0 + b"\x00\x00")  # the key format of _route / receive_one
+        assert key is not None
+        return self._decide(key, functools.partial(batch.frame, 0))
+
     def _route(self, batch: FrameBatch) -> tuple[I64 | None, list[Decision]]:
         """Group frames by flow and decide once per flow.
 
@@ -311,8 +337,11 @@ class SimPort:
         frame is decided on its own.
         """
         n = len(batch)
-        hdr = np.array(gather_rows(batch.mem, batch.offs, KEY_BYTES), copy=True)
         lens = batch.lens
+        one = self._one_flow(batch)
+        if one is not None:
+            return None, [one]
+        hdr = np.array(gather_rows(batch.mem, batch.offs, KEY_BYTES), copy=True)
         if int(lens.min()) < KEY_BYTES:
             hdr[_AR_KEY[None, :] >= lens[:, None]] = 0
         tot = (hdr[:, 16].astype(np.int64) << 8) | hdr[:, 17]
