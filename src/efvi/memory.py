@@ -56,10 +56,16 @@ class MemoryRegion:
         pd._check_open()
         self.pd = pd
         self.nbytes = nbytes
+        headroom = pd.driver.adapter.region_headroom
+        if headroom % 4096:
+            raise SetupError(f"adapter headroom {headroom} is not page aligned",
+                             errno=errno.EINVAL)
+        self.headroom = headroom
         # private anonymous memory can be backed by transparent huge pages (far fewer
         # TLB misses when frames are spread over thousands of buffers); DONTFORK keeps a
         # child's copy-on-write from moving pages under the NIC (ef_vi's advice)
-        self._map = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+        self._map = mmap.mmap(-1, headroom + nbytes,
+                              flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
         for advice in ("MADV_HUGEPAGE", "MADV_DONTFORK"):
             if hasattr(mmap, advice):
@@ -67,15 +73,17 @@ class MemoryRegion:
                     self._map.madvise(getattr(mmap, advice))
                 except OSError:
                     pass
-        err = _lock(self._map, nbytes)
+        err = _lock(self._map, headroom + nbytes)
         self.locked = err == 0
         if err and pd.driver.adapter.requires_locked_memory:
             self._map.close()
             raise SetupError(
                 f"cannot lock {nbytes} bytes of packet memory", errno=err,
                 hint="needs CAP_IPC_LOCK (run as root) or a larger RLIMIT_MEMLOCK (ulimit -l)")
-        self.buf: npt.NDArray[np.uint8] = np.frombuffer(self._map, dtype=np.uint8)
-        self.mv = memoryview(self._map)
+        self.buf: npt.NDArray[np.uint8] = np.frombuffer(self._map, dtype=np.uint8,
+                                                        offset=headroom)
+        self._whole = memoryview(self._map)
+        self.mv = self._whole[headroom:]
         self.dma_base = 0
         self._closed = False
         try:
@@ -91,6 +99,13 @@ class MemoryRegion:
     @property
     def address(self) -> int:
         """Virtual address of the first byte (for kernel interfaces)."""
+        return ctypes.addressof(ctypes.c_char.from_buffer(self._map)) + self.headroom
+
+    @property
+    def headroom_address(self) -> int:
+        """Address of the adapter's headroom just below the region (0 if none)."""
+        if not self.headroom:
+            return 0
         return ctypes.addressof(ctypes.c_char.from_buffer(self._map))
 
     def dma_addr(self, offset: int) -> int:
@@ -124,6 +139,7 @@ class MemoryRegion:
 
     def _release(self) -> None:
         self.mv.release()
+        self._whole.release()
         del self.buf
         try:
             self._map.close()

@@ -169,6 +169,10 @@ class Adapter(ABC):
     name: str = "?"
     #: True if registered memory must be mlock'ed (the kernel pins it for DMA)
     requires_locked_memory: bool = False
+    #: bytes the adapter wants mapped right below every memory region, in the same
+    #: mapping (``MemoryRegion.headroom_address``): e.g. AF_XDP PIO and bounce frames,
+    #: which must be contiguous with the region to live in the same UMEM
+    region_headroom: int = 0
 
     def __init__(self, iface: str, queue: int | None, options: dict[str, str]) -> None:
         self.iface = iface

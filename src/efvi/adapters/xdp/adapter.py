@@ -3,13 +3,13 @@
 Model mapping:
 
 * **PD ↔ UMEM.** A PD's one memory region is the UMEM (``multi_region=False``),
-  registered in unaligned-chunk mode so TX may start anywhere. efvi maps a 128 KiB
-  area right below the region and registers it as part of the UMEM: its first 64 KiB
-  hold the VIs' PIO areas (pre-staged frames sent straight from UMEM), the other
-  64 KiB the TX *bounce frames* (32 × 2048 bytes, :data:`BOUNCE_PER_VI` per VI) that
-  gathered packets are copied into; so DMA address = UMEM offset and the region's DMA
-  base is 128 KiB (0 when that address space was taken; then there is no PIO and no
-  bounce frame).
+  registered in unaligned-chunk mode so TX may start anywhere. The region's mapping
+  starts with a 128 KiB headroom (``XdpAdapter.region_headroom``: the core maps it
+  in the same mapping, right below the region) registered as part of the UMEM: its
+  first 64 KiB hold the VIs' PIO areas (pre-staged frames sent straight from UMEM),
+  the other 64 KiB the TX *bounce frames* (32 × 2048 bytes, :data:`BOUNCE_PER_VI` per
+  VI) that gathered packets are copied into; so DMA address = UMEM offset and the
+  region's DMA base is 128 KiB.
 * **VI ↔ AF_XDP sockets.** A VI on ``xdp:IF`` gets one socket per RX queue (one merged
   event queue; ``q_id`` of an RX event is the hardware queue), ``xdp:IF@Q`` or
   ``VirtualInterface(queue=Q)`` one socket on queue Q; VISet member *i* binds queue
@@ -84,12 +84,6 @@ from efvi import netutil
 if TYPE_CHECKING:
     from efvi.memory import MemoryRegion
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_int, ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-
 M32 = 0xFFFFFFFF
 _REQ_NONE = 0xFFFFFFFF
 PIO_RESERVE = 64 * 1024  # UMEM bytes below the region for PIO areas
@@ -107,7 +101,6 @@ _OPTIONS = {"mode", "zerocopy", "force", "ts"}
 RX_FLAG_HW_TS = 0x100
 _HW_TS_MASK = (1 << 63) - 1
 _SCALAR_RX = 8  # at most this many RX frames per queue: scalar path (no numpy overhead)
-_MAP_SHARED, _MAP_ANON, _MAP_FIXED_NOREPLACE = 0x01, 0x20, 0x100000
 
 
 def _truthy(v: str | None) -> bool:
@@ -118,6 +111,7 @@ class XdpAdapter(Adapter):
     """An interface driven through AF_XDP (see the module doc)."""
 
     name = "xdp"
+    region_headroom = RESERVE
 
     def __init__(self, iface: str, queue: int | None, options: dict[str, str]) -> None:
         super().__init__(iface, queue, options)
@@ -249,23 +243,14 @@ class XdpPD(HwProtectionDomain):
     # ---- memory --------------------------------------------------------------------
     def register_memory(self, region: "MemoryRegion") -> int:
         addr, n = region.address, region.nbytes
-        # the PIO area must be virtually contiguous with the region (one UMEM): map it
-        # right below the region, else right above it, else go without PIO
+        # the PIO and bounce area must be virtually contiguous with the region (one
+        # UMEM): the core maps it right below the region (Adapter.region_headroom)
         self.umem_addr, self.umem_len, self.dma_base = addr, n, 0
-        for want in (addr - RESERVE, addr + n):
-            got = _libc.mmap(ctypes.c_void_p(want), RESERVE, 3, _MAP_SHARED | _MAP_ANON
-                             | _MAP_FIXED_NOREPLACE, -1, 0)
-            if got == want:
-                self._reserve = want
-                if want < addr:
-                    self.umem_addr, self.dma_base = want, RESERVE
-                    self._pio_dma = 0
-                else:
-                    self._pio_dma = n
-                self.umem_len = n + RESERVE
-                break
-            if got not in (None, ctypes.c_void_p(-1).value):
-                _libc.munmap(ctypes.c_void_p(got), RESERVE)
+        if region.headroom >= RESERVE:
+            self._reserve = addr - RESERVE
+            self.umem_addr, self.dma_base = self._reserve, RESERVE
+            self._pio_dma = 0
+            self.umem_len = n + RESERVE
         buf = (ctypes.c_char * self.umem_len).from_address(self.umem_addr)
         self.umem = np.frombuffer(memoryview(buf).cast("B"), dtype=np.uint8)
         return self.dma_base
@@ -275,9 +260,7 @@ class XdpPD(HwProtectionDomain):
 
     def _unmap(self) -> None:
         self.umem = None
-        if self._reserve:
-            _libc.munmap(ctypes.c_void_p(self._reserve), RESERVE)
-            self._reserve = 0
+        self._reserve = 0  # the region owns (and unmaps) its headroom
         self.umem_len = 0
 
     def pio_area(self, nbytes: int) -> tuple[memoryview, int] | None:
