@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import io
 import os
-from typing import BinaryIO
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO, Self
 
 from efvi.errors import FormatError
+
+if TYPE_CHECKING:
+    from efvi.pcap.record import RecordBatch
 
 PathOrFile = str | os.PathLike[str] | BinaryIO
 
@@ -151,3 +156,33 @@ class Sink:
             self.closed = True
             if self.own:
                 self.f.close()
+
+
+class ReaderBase:
+    """What the pcap and pcapng readers share: batch iteration, close, ``with``.
+
+    A reader sets ``_src`` (its :class:`Source`) and ``_own`` (whether it opened the
+    file) and implements ``read_batch``.
+    """
+
+    _src: Source
+    _own: bool
+
+    def read_batch(self, max_records: int = 65536) -> "RecordBatch | None":
+        raise NotImplementedError
+
+    def batches(self, max_records: int = 65536) -> Iterator["RecordBatch"]:
+        """:meth:`read_batch` until the end of the file."""
+        while (b := self.read_batch(max_records)) is not None:
+            yield b
+
+    def close(self) -> None:
+        if self._own:
+            self._src.f.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

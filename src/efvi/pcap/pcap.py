@@ -26,7 +26,7 @@ from efvi.pcap._batch import (
     run_length,
     runs_to_offsets,
 )
-from efvi.pcap._io import PathOrFile, Sink, Source, open_input
+from efvi.pcap._io import PathOrFile, ReaderBase, Sink, Source, open_input
 from efvi.pcap.constants import (
     DEFAULT_SNAPLEN,
     LINKTYPE_ETHERNET,
@@ -43,7 +43,7 @@ _NATIVE = "<" if sys.byteorder == "little" else ">"
 _new = tuple.__new__
 
 
-class PcapReader:
+class PcapReader(ReaderBase):
     """Streaming reader of a classic pcap file (constant memory).
 
     Iterate for :class:`Record` objects, or call :meth:`read_batch` for numpy
@@ -208,22 +208,6 @@ class PcapReader:
         ts = sec * 1_000_000_000 + (frac if self.nanosecond else frac * 1000)
         return RecordBatch(ts, caplen.astype(np.uint32), olen.astype(np.uint32),
                            np.zeros(offs.shape[0], np.uint32), offs + 16, arr)
-
-    def batches(self, max_records: int = 65536) -> Iterator[RecordBatch]:
-        """:meth:`read_batch` until the end of the file."""
-        while (b := self.read_batch(max_records)) is not None:
-            yield b
-
-    def close(self) -> None:
-        if self._own:
-            self._src.f.close()
-
-    def __enter__(self) -> PcapReader:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 class PcapWriter:

@@ -31,7 +31,7 @@ from efvi.pcap._batch import (
     run_length,
     runs_to_offsets,
 )
-from efvi.pcap._io import PathOrFile, Sink, Source, open_input
+from efvi.pcap._io import PathOrFile, ReaderBase, Sink, Source, open_input
 from efvi.pcap.constants import (
     BT_EPB,
     BT_IDB,
@@ -128,7 +128,7 @@ def _opt(options: Options, code: int) -> bytes | None:
     return None
 
 
-class PcapNgReader:
+class PcapNgReader(ReaderBase):
     """Streaming pcapng reader (constant memory).
 
     Iterate for :class:`Record` objects or call :meth:`read_batch` (do not mix them
@@ -447,22 +447,6 @@ class PcapNgReader:
         olen = gather_u32(arr, offs + 24, little)
         return RecordBatch(hi << 32 | lo, caplen.astype(np.uint32), olen.astype(np.uint32),
                            ifid.astype(np.uint32), offs + 28, arr)
-
-    def batches(self, max_records: int = 65536) -> Iterator[RecordBatch]:
-        """:meth:`read_batch` until the end of the file."""
-        while (b := self.read_batch(max_records)) is not None:
-            yield b
-
-    def close(self) -> None:
-        if self._own:
-            self._src.f.close()
-
-    def __enter__(self) -> PcapNgReader:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 @dataclass(slots=True)
