@@ -2,6 +2,12 @@
 
 Buffers are posted up to the fill limit, refilled as events return them; the loop
 polls in batches and, when idle, waits on the adapter rather than spinning.
+
+``run(count=N)`` stops at exactly N packets. A poll returns whatever batch was ready,
+so the batch holding the Nth packet may hold more: those later events are harvested
+(their buffers go back to the ring) but are not counted in ``rx_packets``/``rx_bytes``/
+``rx_discards`` nor handed to ``on_packet``; the packets among them are counted in
+``rx_after_limit``. Frames the poll did not return stay in the ring, not harvested.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class SinkStats:
     rx_packets: int = 0
     rx_bytes: int = 0
     rx_discards: int = 0
+    rx_after_limit: int = 0  # packets harvested in the batch that reached -n, not counted
     elapsed_s: float = 0.0
     drops: int = 0
     drop_causes: dict[str, int] = field(default_factory=dict)
@@ -96,7 +103,7 @@ class Sink:
             if len(b):
                 if st.first_s is None:
                     st.first_s = time.perf_counter()
-                self._handle(b, st, on_packet)
+                self._handle(b, st, on_packet, None if count is None else count - st.rx_packets)
                 st.last_s = time.perf_counter()
             elif count is None or st.rx_packets < count:
                 vi.eventq_wait(2_000_000)
@@ -118,7 +125,13 @@ class Sink:
         st.drop_causes = {k: v for k, v in s.items() if k.endswith("_drops")}
         return st
 
-    def _handle(self, b: EventBatch, st: SinkStats, on_packet: PacketHook | None) -> None:
+    def _handle(self, b: EventBatch, st: SinkStats, on_packet: PacketHook | None,
+                limit: int | None = None) -> None:
+        """Count one polled batch; with ``limit``, count at most that many packets.
+
+        Events after the ``limit``-th packet are harvested (buffers re-posted) and their
+        packets added to ``rx_after_limit`` only.
+        """
         t = b.type
         rxish = (t == _RX) | (t == _DISCARD)
         if not rxish.any():
@@ -127,10 +140,19 @@ class Sink:
         flags = b.flags[rxish]
         lens = b.len[rxish]
         ends = (flags & _CONT) == 0
-        good = (t[rxish] == _RX) & ends
+        kinds = t[rxish]
+        good = (kinds == _RX) & ends
+        counted = np.ones(len(good), dtype=bool)
+        if limit is not None:
+            at = np.flatnonzero(good)
+            if len(at) > limit:
+                cut = int(at[limit - 1]) + 1 if limit > 0 else 0
+                counted[cut:] = False
+                st.rx_after_limit += len(at) - max(limit, 0)
+                good = good & counted
         st.rx_packets += int(np.count_nonzero(good))
         st.rx_bytes += int(lens[good].sum())
-        st.rx_discards += int(np.count_nonzero(t[rxish] == _DISCARD))
+        st.rx_discards += int(np.count_nonzero((kinds == _DISCARD) & counted))
         if on_packet is not None:
             ofs = b.ofs[rxish]
             ts = b.ts_ns[rxish]

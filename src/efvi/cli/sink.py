@@ -68,13 +68,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"url": args.url, "filters": [str(s) for s in specs],
                    "rx_packets": st.rx_packets, "rx_bytes": st.rx_bytes,
-                   "rx_discards": st.rx_discards, "drops": st.drops,
+                   "rx_discards": st.rx_discards, "rx_after_limit": st.rx_after_limit,
+                   "drops": st.drops,
                    "drop_causes": st.drop_causes, "elapsed_s": round(st.elapsed_s, 6),
                    "pps": round(pps, 1), "clock": st.clock})
     else:
         print(f"received {st.rx_packets} packets ({st.rx_bytes} bytes) in {st.elapsed_s:.3f} s "
               f"({pps:.0f} pps from first to last); discards {st.rx_discards}; drops {st.drops}",
               file=sys.stdout)
+        if st.rx_after_limit:
+            print(f"{st.rx_after_limit} more packets arrived in the last batch after -n "
+                  f"{args.count}: harvested, not counted")
         causes = ", ".join(f"{k}={v}" for k, v in st.drop_causes.items() if v)
         if causes:
             print(f"drops by cause: {causes}")
