@@ -63,8 +63,10 @@ def test_sink_and_send_over_a_named_wire() -> None:
     finally:
         sink.kill()
     res = json.loads(out)
-    # every frame is received or counted as a drop (at the receiver or on the wire)
-    assert res["rx_packets"] + res["drops"] + sres["drops"] == 500 and res["rx_packets"] > 0
+    # the sink was up (its header printed) with 4096 buffers and the wire has 16 MiB of
+    # queue: nothing may be lost; a loss would also have to be counted
+    assert res["rx_packets"] + res["drops"] + sres["drops"] == 500
+    assert res["rx_packets"] == 500 and res["drops"] == 0 and sres["drops"] == 0, (res, sres)
 
 
 def test_send_without_neighbour_names_the_fix() -> None:

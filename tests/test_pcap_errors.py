@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,8 +226,10 @@ def test_interrupted_writer_leaves_a_readable_file(tmp_path: Path, fmt: str,
     assert proc.stdout.readline() == b"flushed\n"
     if mode == "kill9":
         # Keep writing for a while, then kill without any chance to clean up.
+        deadline = time.monotonic() + 30
         while path.stat().st_size < 2_000_000 and proc.poll() is None:
-            pass
+            assert time.monotonic() < deadline, "the writer stopped growing the file"
+            time.sleep(0.001)
         proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     got: list[bytes] = []
@@ -248,4 +251,20 @@ def test_batch_write_rejects_misuse() -> None:
         w.write_batch(np.zeros((1, 4), np.uint8), [1], [-5])
     with pytest.raises(ValueError):
         PcapWriter(io.BytesIO(), snaplen=0)
-    assert BT_EPB == 6
+
+
+def test_pcapng_batch_writes_enhanced_packet_blocks() -> None:
+    """The batch writer emits SHB, IDB, then one EPB (type 6) per record, lengths right."""
+    buf = io.BytesIO()
+    w = PcapNgWriter(buf)
+    w.add_interface()
+    w.write_batch(np.arange(2 * 60, dtype=np.uint8).reshape(2, 60), [60, 33], [5, 7])
+    w.flush()
+    blob = buf.getvalue()
+    types, pos = [], 0
+    while pos < len(blob):
+        bt, bl = struct.unpack_from("<II", blob, pos)
+        assert bl % 4 == 0 and struct.unpack_from("<I", blob, pos + bl - 4)[0] == bl
+        types.append((bt, struct.unpack_from("<I", blob, pos + 20)[0] if bt == BT_EPB else None))
+        pos += bl
+    assert types == [(0x0A0D0D0A, None), (1, None), (6, 60), (6, 33)]

@@ -236,7 +236,8 @@ def test_l2_and_class_filters(table: Table) -> None:
     assert table.run(arp) == 2
     table.add(FilterSpec.ip4_local("udp", IP_A, 9999), 3)
     assert table.run(udp()) == 3  # IP beats MAC
-    assert mac_a == arp[:6]
+    other = bytes.fromhex("020000000099") + arp[6:]  # same ARP frame, another MAC
+    assert arp[:6] == mac_a and table.run(other) == 7  # the MAC filter does not take it
 
 
 @pytestmark_kernel

@@ -226,9 +226,11 @@ def test_flagged_metadata_decodes_as_a_hardware_stamp(pair: netns.VethPair,
             umem[data - 8:data] = np.frombuffer(struct.pack("<Q", HW_TS_FLAG | (1000 + j)),
                                                 np.uint8)
         got = []
-        while len(got) < count:
+        deadline = time.monotonic() + 5
+        while len(got) < count and time.monotonic() < deadline:
             got += [(int(e.flags), int(e.ts_ns)) for e in vi.eventq_poll(64)  # type: ignore[attr-defined]
                     if e.type == EventType.RX]
+        assert len(got) == count, f"{len(got)} of {count} frames polled in 5 s"
         for j, (flags, ts) in enumerate(got):
             if j % 2 == 0:
                 assert flags & RX_FLAG_HW_TS and ts == 1000 + j
