@@ -1,6 +1,7 @@
 """RX benchmark over a veth pair: one generator, receivers side by side in one run.
 
     sudo python3 benchmarks/rx_veth.py [-n PACKETS] [--drain N] [--only NAME,...]
+    sudo python3 benchmarks/rx_veth.py --rate PPS [--seconds S] [--repeat R] [--only ...]
 
 Needs root. The generator is trafgen (Debian: ``apt-get install netsniff-ng``) in the
 peer namespace, pinned to CPU 0; without it, a Python AF_PACKET sender is used (and
@@ -11,6 +12,17 @@ the reason. Frames are 60-byte UDP to one port.
 Columns: ``received/sent``, loss, and — for receivers that support it — the *drain
 rate*: the receiver sleeps while the generator fills its ring (``--drain`` frames),
 then empties it, timed from the first poll to the last frame.
+
+``--rate PPS`` is the fixed-rate mode: the generator is paced (``trafgen -b PPSpps``)
+and each receiver — ``efvi sink`` processes and the C anchors, which are compiled from
+``benchmarks/c/*.c`` when ``gcc`` exists (rows skipped with a note otherwise) — is
+charged the CPU its process used while the traffic flowed: utime + stime of
+``/proc/PID/stat`` (clock ticks) and the nanosecond ``sum_exec_runtime`` of
+``/proc/PID/task/*/schedstat``, sampled just before the generator starts and just after it
+ends, divided by the packets the receiver counted. Rows are run in alternation
+(``--repeat`` rounds, paired runs) and the table gives medians and each row's ratio to
+its C anchor. The kernel's own receive work (veth delivers in softirq on the sender's
+CPU) is charged to no receiver.
 
 Adding a receiver is one entry in :data:`RECEIVERS` (name, requirement, code). The
 code is a Python snippet run with ``IF``, ``IP``, ``PORT``, ``DRAIN`` defined; it
@@ -204,13 +216,14 @@ class Generator:
     def name(self) -> str:
         return "trafgen" if self.trafgen else "python AF_PACKET (trafgen missing)"
 
-    def send(self, n: int) -> float:
-        """Send ``n`` frames as fast as possible; return the generator's pps."""
+    def send(self, n: int, rate: int = 0) -> float:
+        """Send ``n`` frames as fast as possible (or at ``rate`` pps); return the pps."""
         b = self.pair.b
         t0 = time.monotonic()
         if self.trafgen:
+            pace = ["-b", f"{rate}pps"] if rate else []
             b.run("taskset", "-c", "0", "trafgen", "-o", b.ifname, "-i", self.cfg.name,
-                  "-n", str(n), "-P", "1", "-q", "-C", timeout=120)
+                  "-n", str(n), "-P", "1", "-q", "-C", *pace, timeout=300)
         else:
             code = ("import socket,sys; s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW); "
                     f"s.bind(({b.ifname!r},0)); f=bytes.fromhex({self.frame.hex()!r})\n"
@@ -278,16 +291,200 @@ def run_one(pair: netns.VethPair, gen: Generator, rcv: Receiver, n: int,
             p.wait()
 
 
+# ---- fixed-rate mode: CPU per packet ------------------------------------------------------
+
+C_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c")
+
+
+def build_c(name: str) -> tuple[str | None, str]:
+    """Compile ``benchmarks/c/NAME.c`` (cached in a temp dir): (binary, "") or (None, why)."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return None, "gcc missing: C anchor not built (apt-get install gcc)"
+    src = os.path.join(C_DIR, name + ".c")
+    out = os.path.join(tempfile.gettempdir(), f"efvi-bench-{name}")
+    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
+        r = subprocess.run([gcc, "-O2", "-o", out, src], capture_output=True, text=True)
+        if r.returncode:
+            return None, f"{name}.c did not compile: {r.stderr.strip().splitlines()[-1:]}"
+    return out, ""
+
+
+def cpu_of(pid: int) -> tuple[float, float]:
+    """(stat seconds, schedstat seconds) the process has run so far, all threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    ns = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                ns += int(f.read().split()[0])
+        except OSError:
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK"), ns / 1e9
+
+
+@dataclass
+class RateReceiver:
+    name: str
+    anchor: str  # the C row it is compared with ("" for the anchors themselves)
+    argv: Callable[[netns.Side], list[str] | None]  # None: not available
+    why: str = ""
+
+
+def _efvi_sink(url: str, sniff: bool = False) -> Callable[[netns.Side], list[str]]:
+    spec = f"udp:{{ip}}:{PORT}" + (",sniff" if sniff else "")
+    return lambda side: [sys.executable, "-m", "efvi.cli.main", "sink", "--json",
+                         url.replace("{IF}", side.ifname), spec.format(ip=side.ip)]
+
+
+def rate_receivers(xdp_mode: str) -> list[RateReceiver]:
+    rows: list[RateReceiver] = []
+    tp, why_tp = build_c("tpv3_rx")
+    xs, why_xs = build_c("afxdp_rx")
+    rows.append(RateReceiver("C TPACKET_V3 (tpv3_rx.c)", "",
+                             lambda side: [tp, side.ifname, str(PORT)] if tp else None, why_tp))
+    rows.append(RateReceiver("efvi sink packet:", "C TPACKET_V3 (tpv3_rx.c)",
+                             _efvi_sink("packet:{IF}", sniff=True)))
+    rows.append(RateReceiver("C AF_XDP poll() (afxdp_rx.c)", "",
+                             lambda side: [xs, side.ifname, xdp_mode] if xs else None, why_xs))
+    rows.append(RateReceiver("efvi sink xdp:", "C AF_XDP poll() (afxdp_rx.c)",
+                             _efvi_sink(f"xdp:{{IF}}?mode={xdp_mode}")))
+    if shutil.which("tcpdump"):
+        rows.append(RateReceiver("tcpdump -w /dev/null", "C TPACKET_V3 (tpv3_rx.c)",
+                                 lambda side: ["tcpdump", "-i", side.ifname, "-w", "/dev/null",
+                                               "-n", "-B", "65536", f"udp dst port {PORT}"]))
+    return rows
+
+
+def run_rate(pair: netns.VethPair, gen: Generator, rcv: RateReceiver, argv: list[str],
+             rate: int, n: int) -> dict[str, float]:
+    """One paced run: the receiver's CPU seconds while ``n`` frames arrive at ``rate``."""
+    side = pair.a
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "src"))
+    p = side.popen("taskset", "-c", RX_CPU, *argv, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        tcpdump = argv[0] == "tcpdump"
+        stream = p.stderr if (tcpdump or "efvi.cli.main" in argv) else p.stdout
+        assert stream is not None
+        while True:
+            line = stream.readline()
+            if not line:
+                raise RuntimeError(f"{rcv.name} died: {p.stderr.read() if p.stderr else ''}")
+            if ("listening on" in line) if tcpdump else (line.startswith("#") or line.strip() == "ready"):
+                break
+        time.sleep(0.3)
+        c0 = cpu_of(p.pid)
+        t0 = time.monotonic()
+        gen.send(n, rate=rate)
+        sent_s = time.monotonic() - t0
+        time.sleep(0.3)
+        c1 = cpu_of(p.pid)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        if tcpdump:
+            got = next(int(ln.split()[0]) for ln in err.splitlines() if "packets captured" in ln)
+        else:
+            js = [ln for ln in out.splitlines() if ln.startswith("{")]
+            if not js:
+                raise RuntimeError(err[-300:])
+            d = json.loads(js[-1])
+            got = int(d.get("received", d.get("rx_packets", 0)))
+        return {"received": got, "gen_pps": n / sent_s, "stat_s": c1[0] - c0[0],
+                "sched_s": c1[1] - c0[1]}
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def main_rate(args: argparse.Namespace) -> int:
+    import statistics
+    rows = rate_receivers(args.xdp_mode)
+    if args.only:
+        rows = [r for r in rows if r.name in args.only.split(",")]
+    n = int(args.rate * args.seconds)
+    results: dict[str, list[dict[str, float]]] = {r.name: [] for r in rows}
+    notes: dict[str, str] = {}
+    with netns.veth_pair(subnet=91) as pair:
+        gen = Generator(pair)
+        if not gen.trafgen:
+            print("rx_veth --rate: trafgen missing (apt-get install netsniff-ng)", file=sys.stderr)
+            return 2
+        with open("/proc/loadavg") as f:
+            load0 = f.read().split()[:3]
+        print(f"generator: trafgen -b {args.rate}pps, {n} x {len(gen.frame)}-byte UDP frames "
+              f"per run; {NCPU} CPUs (generator CPU 0, receiver CPU {RX_CPU}); "
+              f"{args.repeat} paired rounds; load average before: {' '.join(load0)}")
+        try:
+            for rnd in range(args.repeat):
+                for rcv in rows:
+                    argv = rcv.argv(pair.a)
+                    if argv is None:
+                        notes[rcv.name] = rcv.why or "not available"
+                        continue
+                    try:
+                        r = run_rate(pair, gen, rcv, argv, args.rate, n)
+                        results[rcv.name].append(r)
+                        print(f"  round {rnd + 1} {rcv.name}: {int(r['received'])}/{n}, "
+                              f"{r['sched_s'] * 1e6 / max(r['received'], 1):.3f} µs/packet "
+                              f"(schedstat), {r['stat_s'] * 1e6 / max(r['received'], 1):.3f} "
+                              f"(stat), gen {r['gen_pps'] / 1e3:.0f} kpps", flush=True)
+                    except Exception as exc:  # noqa: BLE001 - one failing row must not hide others
+                        notes[rcv.name] = str(exc).strip().splitlines()[-1][:80]
+        finally:
+            gen.close()
+    with open("/proc/loadavg") as f:
+        load1 = f.read().split()[:3]
+    print(f"load average after: {' '.join(load1)}")
+
+    def per_pkt(name: str, key: str) -> float | None:
+        rs = results.get(name) or []
+        vals = [r[key] * 1e6 / r["received"] for r in rs if r["received"]]
+        return statistics.median(vals) if vals else None
+
+    print()
+    print(f"| receiver @ {args.rate / 1e3:.0f} kpps | received/sent (median) | "
+          "CPU µs/packet (schedstat) | CPU µs/packet (/proc stat) | ratio to its C anchor |")
+    print("|---|---|---|---|---|")
+    for rcv in rows:
+        rs = results[rcv.name]
+        if not rs:
+            print(f"| {rcv.name} | skipped | | | {notes.get(rcv.name, '')} |")
+            continue
+        got = statistics.median(r["received"] for r in rs)
+        us = per_pkt(rcv.name, "sched_s")
+        st = per_pkt(rcv.name, "stat_s")
+        ratio = ""
+        if rcv.anchor:
+            # the median of per-round ratios (paired runs)
+            pairs = [a["sched_s"] / a["received"] / (b["sched_s"] / b["received"])
+                     for a, b in zip(rs, results.get(rcv.anchor) or [])
+                     if a["received"] and b["received"] and b["sched_s"] > 0]
+            ratio = f"{statistics.median(pairs):.2f}x" if pairs else "n/a"
+        print(f"| {rcv.name} | {int(got)}/{n} | {us:.3f} | {st:.3f} | {ratio} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=500_000, help="frames per receiver")
     ap.add_argument("--drain", type=int, default=30_000, help="frames for the drain test")
     ap.add_argument("--only", default="", help="comma-separated receiver names")
+    ap.add_argument("--rate", type=int, default=0,
+                    help="fixed-rate mode: pace the generator at PPS and report CPU per packet")
+    ap.add_argument("--seconds", type=float, default=5.0, help="seconds per --rate run")
+    ap.add_argument("--repeat", type=int, default=3, help="paired rounds in --rate mode")
+    ap.add_argument("--xdp-mode", default="skb", help="XDP attach mode for xdp rows (skb|drv)")
     args = ap.parse_args(argv)
     why = netns.why_unavailable()
     if why:
         print(f"rx_veth: {why}", file=sys.stderr)
         return 2
+    if args.rate:
+        return main_rate(args)
     rows: list[tuple[str, str, str, str, str]] = []
     with netns.veth_pair(subnet=90) as pair:
         gen = Generator(pair)

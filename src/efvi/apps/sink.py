@@ -106,7 +106,12 @@ class Sink:
                 self._handle(b, st, on_packet, None if count is None else count - st.rx_packets)
                 st.last_s = time.perf_counter()
             elif count is None or st.rx_packets < count:
-                vi.eventq_wait(2_000_000)
+                # sleep until traffic, the next progress tick or the deadline (≤ 100 ms so a
+                # stop flag set by a signal is seen): an idle or slow stream costs a few
+                # wake-ups a second, not one per timeout
+                until = next_tick if deadline is None else min(next_tick, deadline)
+                vi.eventq_wait(max(1, min(100_000_000,
+                                          int((until - time.perf_counter()) * 1e9))))
             now = time.perf_counter()
             if count is not None and st.rx_packets >= count:
                 break
