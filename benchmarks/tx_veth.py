@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from rx_veth import NCPU, RX_CPU, _have_adapter, _have_tool  # noqa: E402
 
-from efvi.adapters.xdp import asm, bpf  # noqa: E402
+from efvi.bpf import ebpf as asm, syscall as bpf  # noqa: E402
 from efvi.testing import netns  # noqa: E402
 from efvi.wire.build import udp_frame  # noqa: E402
 

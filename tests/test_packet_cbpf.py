@@ -1,6 +1,6 @@
 """Unit tests of the packet adapter's FilterSpec → classic BPF compiler.
 
-Every compiled program is run by the interpreter in :mod:`efvi.adapters.packet.cbpf`
+Every compiled program is run by the interpreter in :mod:`efvi.bpf.cbpf`
 against crafted frames, both in the form the kernel shows a socket filter (outer VLAN
 tag stripped into ancillary data) and with the tag still in the frame.
 """
@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from efvi.adapters.packet import cbpf
-from efvi.adapters.packet.cbpf import SkbMeta
+from efvi.adapters.packet import filter_prog
+from efvi.bpf import cbpf
+from efvi.bpf.cbpf import SkbMeta
 from efvi.errors import SetupError
 from efvi.filters import FilterSpec as F
 from efvi.wire.classify import classify_one
@@ -82,7 +83,7 @@ def accepts(prog: list[cbpf.Insn], frame: bytes, pkttype: int = cbpf.PACKET_HOST
 
 
 def prog_of(*specs: F, **kw: object) -> list[cbpf.Insn]:
-    return cbpf.compile_filters(specs, **kw)  # type: ignore[arg-type]
+    return filter_prog.compile_filters(specs, **kw)  # type: ignore[arg-type]
 
 
 # ---- IP filters ----------------------------------------------------------------------
@@ -265,16 +266,16 @@ def test_outgoing_and_runt_frames_dropped() -> None:
 
 
 def test_snaplen_return_value() -> None:
-    p = cbpf.compile_filters([F.port_sniff()], snaplen=64)
+    p = filter_prog.compile_filters([F.port_sniff()], snaplen=64)
     assert cbpf.run(p, udp4() + bytes(100)) == 64
 
 
 def test_program_limit_raises_setup_error() -> None:
     specs = [F.ip4_full("udp", "198.18.0.1", 5000, "198.18.0.2", p) for p in range(200)]
     with pytest.raises(SetupError) as ei:
-        cbpf.compile_filters(specs)
+        filter_prog.compile_filters(specs)
     assert "4096" in str(ei.value) and "xdp" in ei.value.hint
-    prog = cbpf.compile_filters(specs[:100])
+    prog = filter_prog.compile_filters(specs[:100])
     cbpf.check(prog)
     assert len(prog) <= cbpf.BPF_MAXINSNS
 

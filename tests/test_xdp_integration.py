@@ -19,7 +19,7 @@ import pytest
 
 from efvi import (Driver, FilterSpec, MemoryRegion, ProtectionDomain, SetupError,
                   UnsupportedError, VirtualInterface, VISet)
-from efvi.adapters.xdp import asm, bpf
+from efvi.bpf import ebpf as asm, syscall as bpf
 from efvi.adapters.xdp import netlink as xnl
 from efvi.events import EventType
 from efvi.testing import netns

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from efvi.adapters.xdp import asm, bpf
-from efvi.adapters.xdp.asm import FP, R0, R1, R2, R3, Asm, AsmError
+from efvi.bpf import ebpf as asm, syscall as bpf
+from efvi.bpf.ebpf import FP, R0, R1, R2, R3, Asm, AsmError
 from efvi.adapters.xdp.program import (FTABLE_SIZE, KEY_SIZE, KMACS_SIZE, REPORT_BASE,
                                        XSKMAP_SIZE, TableKind, build_program, describe_key,
                                        kmac_key, presence_bit, spec_key)

@@ -20,7 +20,7 @@ import pytest
 
 from efvi import (Driver, FilterSpec, MemoryRegion, ProtectionDomain, UnsupportedError,
                   VirtualInterface)
-from efvi.adapters.xdp import asm, bpf
+from efvi.bpf import ebpf as asm, syscall as bpf
 from efvi.adapters.xdp.adapter import RX_FLAG_HW_TS, XdpAdapter, XdpVI
 from efvi.adapters.xdp.program import HW_TS_FLAG, RX_TS_KFUNC, build_program
 from efvi.adapters.xdp.xsk import ADDR_MASK, OFFSET_SHIFT

@@ -28,8 +28,8 @@ from efvi.events import TxErrorType as TxErrorType
 from efvi.filters import FilterSpec as FilterSpec
 from efvi.filters import parse_filter as parse_filter
 from efvi.memory import MemoryRegion as MemoryRegion
-from efvi.vi import FilterCookie as FilterCookie
+from efvi.filter_book import FilterCookie as FilterCookie
 from efvi.vi import VirtualInterface as VirtualInterface
-from efvi.vi import VISet as VISet
+from efvi.viset import VISet as VISet
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Virtual interfaces (``ef_vi``), VI sets and PIO.
+"""Virtual interfaces (``ef_vi``); VI sets are in :mod:`efvi.viset`, PIO areas in
+:mod:`efvi.pio`, filter bookkeeping in :mod:`efvi.filter_book`.
 
 Control path (``__init__``, ``filter_add``, ``filter_del``, ``stats``, ``close``)
 may allocate and raise. Data path (``receive_*``, ``transmit_*``, ``poll``,
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
-from dataclasses import dataclass
-from itertools import count
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,7 +33,9 @@ from efvi.constants import (DEFAULT_RXQ_SIZE, DEFAULT_TXQ_SIZE, EF_REQUEST_ID_MA
 from efvi.driver import ProtectionDomain, round_ring
 from efvi.errors import ClosedError, SetupError, UnsupportedError
 from efvi.events import Event, EventBatch, EventType, event_array
+from efvi.filter_book import FilterBook, FilterCookie
 from efvi.filters import FilterSpec
+from efvi.pio import PioRegion
 
 if TYPE_CHECKING:
     from efvi.adapters.base import HwVI
@@ -51,84 +52,7 @@ _TXERR_TYPE = int(EventType.TX_ERROR)
 U64Array = npt.NDArray[np.uint64]
 U32Array = npt.NDArray[np.uint32]
 
-_cookie_ids = count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class FilterCookie:
-    """What ``filter_add`` returns and ``filter_del`` takes (``ef_filter_cookie``)."""
-
-    filter_id: int
-    spec: FilterSpec
-
-
-def _check_filter_mode(pd: "ProtectionDomain", spec: FilterSpec) -> None:
-    caps = pd.driver.capabilities
-    spec.check()
-    if spec.sniff_mode and not caps.sniff:
-        raise UnsupportedError(
-            f"the {caps.adapter} adapter cannot sniff (copy) frames: filter {spec} steals "
-            "or nothing; use the packet adapter (or sim) for sniff filters")
-    if not spec.sniff_mode and not caps.steal:
-        raise UnsupportedError(
-            f"the {caps.adapter} adapter only sniffs (the kernel keeps its copy); "
-            f"add .sniff() to {spec} or use the xdp adapter (or sim) to steal frames")
-
-
-class _FilterBook:
-    """The filters one VI (or VI set) installed: add, delete, delete all (control path)."""
-
-    def __init__(self, pd: ProtectionDomain, targets: "list[HwVI]", what: str) -> None:
-        self.pd = pd
-        self.targets = targets
-        self.what = what
-        self.entries: dict[int, tuple[FilterCookie, object]] = {}
-
-    def add(self, spec: FilterSpec) -> FilterCookie:
-        _check_filter_mode(self.pd, spec)
-        handle = self.pd._hw.filter_add(spec, self.targets)
-        cookie = FilterCookie(next(_cookie_ids), spec)
-        self.entries[cookie.filter_id] = (cookie, handle)
-        return cookie
-
-    def delete(self, cookie: FilterCookie) -> None:
-        entry = self.entries.pop(cookie.filter_id, None)
-        if entry is None:
-            raise SetupError(f"filter {cookie.spec} is not installed on this {self.what}",
-                             errno=errno.ENOENT)
-        self.pd._hw.filter_del(entry[1])
-
-    def clear(self) -> None:
-        """Remove every filter; teardown goes on whatever an adapter raises."""
-        for _, handle in list(self.entries.values()):
-            try:
-                self.pd._hw.filter_del(handle)
-            except Exception:  # noqa: BLE001
-                pass
-        self.entries.clear()
-
-
-class PioRegion:
-    """A VI's programmed-I/O area: stage frames ahead, send them with ``transmit_pio``.
-
-    ``copy(offset, data)`` is ``ef_pio_memcpy``; a staged frame must not be rewritten
-    until its TX completion has been unbundled.
-    """
-
-    def __init__(self, mv: memoryview, dma_addr: int, size: int,
-                 keep: "MemoryRegion | None") -> None:
-        self.mv = mv
-        self.dma_addr = dma_addr
-        self.size = size
-        self._keep = keep
-
-    def copy(self, offset: int, data: bytes | bytearray | memoryview) -> int:
-        """Copy ``data`` to ``offset``; 0 or -EINVAL (out of range)."""
-        n = len(data)
-        if offset < 0 or offset + n > self.size:
-            return EINVAL
-        self.mv[offset:offset + n] = data
-        return 0
+__all__ = ["EAGAIN", "EBADF", "EINVAL", "FilterCookie", "PioRegion", "VirtualInterface"]
 
 
 class VirtualInterface:
@@ -177,7 +101,7 @@ class VirtualInterface:
         self._evbuf = event_array(self.evq_size)
         self._empty = EventBatch(self._evbuf[:0])
         self._evtypes = memoryview(self._evbuf.view(np.uint8))  # type: ignore[arg-type]
-        self._filters = _FilterBook(pd, [self._hw], "VI")
+        self._filters = FilterBook(pd, [self._hw], "VI")
         self._pio: PioRegion | None = None
         self._rejected = 0  # data-path calls refused with -EINVAL
         pd._vis.add(self)
@@ -600,46 +524,6 @@ class VirtualInterface:
         self.pd._vis.discard(self)
 
     def __enter__(self) -> "VirtualInterface":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class VISet:
-    """``n`` VIs sharing a filter's traffic by symmetric flow hash (``ef_vi_set``)."""
-
-    def __init__(self, pd: ProtectionDomain, n: int, rxq: int = -1, txq: int = -1,
-                 evq: int = -1, flags: int = 0) -> None:
-        pd._check_open()
-        if not pd.driver.capabilities.vi_sets:
-            raise UnsupportedError(f"the {pd.driver.adapter.name} adapter has no VI sets")
-        if not 1 <= n <= 64:
-            raise SetupError(f"a VI set has 1..64 VIs, not {n}", errno=errno.EINVAL)
-        self.pd = pd
-        self.vis = [VirtualInterface(pd, rxq, txq, evq, flags, queue=i) for i in range(n)]
-        self._filters = _FilterBook(pd, [vi._hw for vi in self.vis], "VI set")
-
-    def __len__(self) -> int:
-        return len(self.vis)
-
-    def __getitem__(self, i: int) -> VirtualInterface:
-        return self.vis[i]
-
-    def filter_add(self, spec: FilterSpec) -> FilterCookie:
-        """Spread frames matching ``spec`` over the set's VIs by flow hash."""
-        self.pd._check_open()
-        return self._filters.add(spec)
-
-    def filter_del(self, cookie: FilterCookie) -> None:
-        self._filters.delete(cookie)
-
-    def close(self) -> None:
-        self._filters.clear()
-        for vi in self.vis:
-            vi.close()
-
-    def __enter__(self) -> "VISet":
         return self
 
     def __exit__(self, *exc: object) -> None:

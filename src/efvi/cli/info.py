@@ -41,7 +41,7 @@ def _xdp_caps(li: netutil.LinkInfo, feats: netutil.XdpFeatures, rxq: int) -> dic
 def _hw_ts(li: netutil.LinkInfo, feats: netutil.XdpFeatures) -> dict[str, Any]:
     """Whether the xdp adapter's RX-timestamp kfunc program can give hardware stamps."""
     from efvi.adapters.packet.ring import ts_info
-    from efvi.adapters.xdp.bpf import VMLINUX_BTF, btf_find_func
+    from efvi.bpf.syscall import VMLINUX_BTF, btf_find_func
     from efvi.adapters.xdp.program import RX_TS_KFUNC
     why = ""
     if btf_find_func(RX_TS_KFUNC) is None:
@@ -69,7 +69,7 @@ def _owner(prog_id: int) -> dict[str, Any] | None:
     if not prog_id:
         return None
     try:
-        from efvi.adapters.xdp.bpf import prog_name_by_id
+        from efvi.bpf.syscall import prog_name_by_id
         name = prog_name_by_id(prog_id)
     except EfviError:
         name = None

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from efvi.adapters.packet.cbpf import Insn, pack_program
+from efvi.bpf.cbpf import Insn, pack_program
 from efvi.errors import SetupError
 
 # ---- constants ---------------------------------------------------------------------

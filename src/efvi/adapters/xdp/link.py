@@ -32,7 +32,7 @@ import struct
 import threading
 from typing import Any
 
-from efvi.adapters.xdp import bpf
+from efvi.bpf import syscall as bpf
 from efvi.adapters.xdp import netlink as xnl
 from efvi.adapters.xdp.program import (FTABLE_SIZE, KEY_SIZE, KMACS_SIZE, MAX_TARGETS,
                                        RX_TS_KFUNC, XSKMAP_SIZE, build_program, kmac_key)

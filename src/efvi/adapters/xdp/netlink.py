@@ -1,6 +1,6 @@
 """XDP attach/detach over rtnetlink (``RTM_SETLINK`` / ``IFLA_XDP``): the fallback path.
 
-efvi attaches through a bpf_link (:func:`efvi.adapters.xdp.bpf.link_create`), which the
+efvi attaches through a bpf_link (:func:`efvi.bpf.syscall.link_create`), which the
 kernel removes when the process dies. Netlink attachments outlive the process, so
 they are used only where bpf_link is unavailable (kernels before 5.9) and to remove a
 stale program left by a crashed efvi run or, with ``force=1``, a foreign one.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno as _errno
 import struct
 
-from efvi.adapters.xdp.bpf import (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE,
+from efvi.bpf.syscall import (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE,
                                    XDP_FLAGS_UPDATE_IF_NOEXIST)
 from efvi.errors import SetupError
 from efvi.netutil import (IFLA_XDP, IFLA_XDP_FD, IFLA_XDP_FLAGS, NLA_F_NESTED, NLM_F_ACK,

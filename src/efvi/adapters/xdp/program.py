@@ -43,7 +43,7 @@ import ipaddress
 import struct
 from enum import IntEnum
 
-from efvi.adapters.xdp.asm import (FP, HELPER_KTIME_GET_NS, HELPER_MAP_LOOKUP,
+from efvi.bpf.ebpf import (FP, HELPER_KTIME_GET_NS, HELPER_MAP_LOOKUP,
                                    HELPER_REDIRECT_MAP, HELPER_XDP_ADJUST_META, R0, R1, R2,
                                    R3, R4, R6, R7, R8, R9, XDP_MD_DATA, XDP_MD_DATA_END,
                                    XDP_MD_DATA_META, XDP_MD_RX_QUEUE_INDEX, XDP_PASS, Asm)

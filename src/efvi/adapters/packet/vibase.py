@@ -1,0 +1,120 @@
+"""A ``packet`` VI's state and control path: its AF_PACKET socket and rings, the posted
+RX descriptor FIFO, the pending-event queue, the TX completion FIFO, and the socket
+filter. The RX path (:mod:`.rx`) and TX path (:mod:`.tx`) build on it;
+:class:`~efvi.adapters.packet.vi.PacketVI` puts them together."""
+
+from __future__ import annotations
+
+import errno
+import select
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from efvi.adapters.base import HwVI
+from efvi.adapters.packet.filter_prog import MISMATCH_KINDS, compile_filters
+from efvi.adapters.packet.ring import PacketSocket
+from efvi.constants import PKT_BUF_SIZE
+from efvi.events import event_array
+from efvi.filters import FilterKind, FilterSpec
+
+if TYPE_CHECKING:
+    from efvi.adapters.packet.pd import PacketPD
+
+
+class PacketVIBase(HwVI):
+    """A VI's state and control path; see :class:`~efvi.adapters.packet.vi.PacketVI`."""
+
+    rx_buffer_len = PKT_BUF_SIZE
+    rx_prefix_len = 0
+
+    def __init__(self, pd: PacketPD, rxq: int, txq: int, evq: int, queue: int | None) -> None:
+        a = pd.adapter
+        self.pd = pd
+        self.adapter = a
+        self.q_id = queue or 0
+        self.clock_source = a.clock_source
+        self.specs: list[FilterSpec] = []
+        self.fanout: int | None = None
+        self.closed = False
+        # the kernel ring holds at least as many frames as the VI can have buffers
+        # posted (a burst the VI could take must not overflow the ring first)
+        slots = a.ring_slots or max(256, (4 << 20) // max(2048, _pow2(a.snaplen + 72)),
+                                    _pow2(rxq))
+        self._s = PacketSocket(a.iface, slots if rxq else 0, a.snaplen, txq, a.max_frame + 4,
+                               qdisc_bypass=a.qdisc_bypass, hw_timestamps=a.hw_ts,
+                               reject_all=compile_filters([]))
+        self._rx = self._s.rx
+        self._tx = self._s.tx
+        self._cur = 0
+        # posted RX descriptors (FIFO)
+        rs = max(rxq, 2)
+        self._d_addr = np.zeros(rs, np.uint64)
+        self._d_id = np.zeros(rs, np.uint32)
+        self._d_mask = rs - 1
+        self._d_head = self._d_tail = 0
+        # events made while taking frames, handed out by harvest
+        self._pend = event_array(2 * rs + 64)
+        self._np = 0  # pending events are self._pend[self._ph:self._np]
+        self._ph = 0
+        # TX completion FIFO: one entry per frame
+        ts_ = max(txq, 2)
+        self._c_slot = np.zeros(ts_, np.int64)
+        self._c_ndesc = np.zeros(ts_, np.uint32)
+        self._c_len = np.zeros(ts_, np.uint32)
+        self._c_mask = ts_ - 1
+        self._c_head = self._c_tail = 0
+        self._slot_next = 0
+        self._desc_done = 0
+        self._kick_err = 0
+        self.c: dict[str, int] = dict.fromkeys(
+            ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_nodesc_drops",
+             "rx_trunc_drops", "rx_nodesc_trunc_drops", "rx_ring_drops", "tx_too_big_drops",
+             "rx_kernel_packets", "tx_kick_errors"), 0)
+        self._poller = select.poll()
+        self._poller.register(self._s.fileno(), select.POLLIN)
+
+    # ---- control -------------------------------------------------------------------------
+    def _apply_filter(self) -> None:
+        if self.closed or self._rx is None:
+            return
+        a = self.adapter
+        others = a._others_for(self) if any(s.kind in MISMATCH_KINDS
+                                            for s in self.specs) else []
+        prog = compile_filters(self.specs, others=others, snaplen=a.snaplen,
+                                    kernel_mcast=a.kernel_mcast() if others or any(
+                                        s.kind == FilterKind.MULTICAST_MISMATCH
+                                        for s in self.specs) else ())
+        self._s.set_filter(prog)
+
+    def join_fanout(self, gid: int) -> None:
+        if self.fanout is not None:
+            raise OSError(errno.EALREADY, "already in a fanout group")
+        self._s.join_fanout(gid)
+        self.fanout = gid
+
+
+    # ---- the pending-event queue (RX events and SW events wait here for harvest) ---------
+    def _room(self) -> int:
+        """Free pending-event slots (compacting the queue to its front if that helps)."""
+        free = self._pend.shape[0] - self._np
+        if self._ph and free < self._pend.shape[0] // 2:
+            n = self._np - self._ph
+            self._pend[:n] = self._pend[self._ph:self._np].copy()
+            self._ph, self._np = 0, n
+            free = self._pend.shape[0] - n
+        return int(free)
+
+    def _event(self, etype: int, flags: int, rq_id: int, length: int, ts: int,
+               subtype: int = 0) -> None:
+        e = self._pend[self._np]
+        e["type"], e["subtype"], e["flags"], e["q_id"] = etype, subtype, flags, self.q_id
+        e["ofs"], e["rq_id"], e["len"], e["ts_ns"] = 0, rq_id, length, ts
+        self._np += 1
+
+
+def _pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p

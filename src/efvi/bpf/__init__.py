@@ -1,0 +1,12 @@
+"""BPF support (support layer: imports nothing above :mod:`efvi.errors`).
+
+* :mod:`efvi.bpf.cbpf` — classic BPF (socket filters): encodings, a label assembler,
+  the kernel's checks, an interpreter and ``tcpdump -dd`` disassembly.
+* :mod:`efvi.bpf.ebpf` — a small eBPF assembler with symbolic labels and maps.
+* :mod:`efvi.bpf.syscall` — ``bpf(2)`` through ctypes: maps, program load, bpf_link,
+  test runs, BTF look-ups.
+
+Sans-I/O except :mod:`~efvi.bpf.syscall`; shared by the adapters (``packet`` attaches
+classic programs, ``xdp`` loads eBPF ones) and by tools that compile or translate
+filters, so none of them imports another adapter for it.
+"""
