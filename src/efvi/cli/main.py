@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "efvi.cli.send",
     "efvi.cli.pcap_cmd",
     "efvi.cli.info",
+    "efvi.cli.station",
 )
 
 
