@@ -411,6 +411,8 @@ class Fabric:
         self.pending: list[tuple["SimVI", npt.NDArray[np.uint64], npt.NDArray[np.uint32],
                                  npt.NDArray[np.uint32]]] = []
         self.pending_desc = 0
+        #: called on every TX doorbell (fd-readiness hooks; see SimVI.on_event)
+        self.wakers: set[Callable[[], None]] = set()
         self.ports: dict[str, SimPort] = {}
         self.wires: dict[str, list[SimPort]] = {}
         self.clock = VirtualClock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,6 +55,8 @@ class SimVI(HwVI):
         self._tx_done = 0
         self.counters: dict[str, int] = collections.defaultdict(int)
         self._closed = False
+        #: called after events are queued (an fd-readiness hook: efvi.apps.udp sets it)
+        self.on_event: Callable[[], None] | None = None
 
     # ---- events -------------------------------------------------------------------
     def _event(self, etype: int, flags: int, rq_id: int, length: int, ts: int,
@@ -66,6 +69,8 @@ class SimVI(HwVI):
         _EV.pack_into(self._ev_mv, (tail & self._ev_mask) * 24, etype, subtype, flags, 0, 0,
                       rq_id, length, ts)
         self._ev_tail = tail + 1
+        if self.on_event is not None:
+            self.on_event()
 
     def harvest(self, out: EventArray, max_events: int) -> int:
         """Copy up to ``max_events`` queued events out (cost: one or two slice copies).
@@ -240,6 +245,8 @@ class SimVI(HwVI):
                             ("ts_ns", ts)):
                 f[name][lo:hi] = v[src:src + cnt] if isinstance(v, np.ndarray) else v
         self._ev_tail += k
+        if self.on_event is not None:
+            self.on_event()
 
     def _take_desc(self) -> tuple[int, int] | None:
         if self._p_head == self._p_tail:
@@ -300,6 +307,8 @@ class SimVI(HwVI):
         fab = self.port.fabric
         fab.pending.append((self, addrs, lens, ids))
         fab.pending_desc += int(ids.shape[0])
+        for wake in fab.wakers:  # fileno() readiness: the NIC has work (rarely set)
+            wake()
         if fab.pending_desc >= fab.PENDING_LIMIT:
             fab.flush()
 

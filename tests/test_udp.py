@@ -1,0 +1,176 @@
+"""efvi.udp on the sim adapter: socket-like receive/send, demultiplexing by the filter
+that matched, multicast replication, batches, fileno/selectors/asyncio, jumbo chains,
+and the errors bad input gets."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import selectors
+import socket
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from efvi import ClosedError, SetupError, udp
+from efvi.adapters.sim.port import FABRIC
+
+_n = itertools.count()
+
+
+@pytest.fixture
+def wire() -> Iterator[str]:
+    name = f"udpw{next(_n)}"
+    yield name
+    FABRIC.flush()
+
+
+def _pair(wire: str, mtu: int = 1500) -> tuple[udp.UdpEndpoint, udp.UdpEndpoint]:
+    a = udp.open(f"sim:{wire}a?wire={wire}&ip=198.18.9.1&mtu={mtu}", ("198.18.9.1", 5000))
+    b = udp.open(f"sim:{wire}b?wire={wire}&ip=198.18.9.2&mtu={mtu}", ("198.18.9.2", 6000))
+    return a, b
+
+
+def test_sendto_recv_both_ways(wire: str) -> None:
+    a, b = _pair(wire)
+    with a, b:
+        assert b.recv() is None
+        assert a.sendto(b"hello", ("198.18.9.2", 6000)) == 5
+        r = b.recv(timeout=1)
+        assert r is not None
+        payload, ts, src = r
+        assert bytes(payload) == b"hello" and src == ("198.18.9.1", 5000) and ts > 0
+        b.sendto(bytes(range(200)), src)
+        r2 = a.recv(timeout=1)
+        assert r2 is not None and bytes(r2[0]) == bytes(range(200))
+        assert r2[2] == ("198.18.9.2", 6000) and r2[1] > ts
+        assert a.stats()["drops"] == 0
+
+
+def test_connected_send_and_iteration(wire: str) -> None:
+    a, b = _pair(wire)
+    with a, b:
+        a.connect(("198.18.9.2", 6000))
+        for k in range(5):
+            a.send(b"%d" % k)
+        got = []
+        for payload, _ts, _src in b:
+            got.append(bytes(payload))
+            if len(got) == 5:
+                break
+        assert got == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_recv_batch_columns(wire: str) -> None:
+    a, b = _pair(wire)
+    with a, b:
+        sent = [bytes([k]) * (10 + k) for k in range(40)]
+        assert a.send_batch(sent, ("198.18.9.2", 6000)) == 40
+        bt = b.recv_batch(64)
+        assert len(bt) == 40
+        assert [bytes(bt.payload(i)) for i in range(40)] == sent
+        assert (bt.src_port == 5000).all()
+        assert (bt.src_ip == int.from_bytes(socket.inet_aton("198.18.9.1"), "big")).all()
+        assert (np.diff(bt.ts_ns) >= 0).all()
+        assert len(b.recv_batch()) == 0
+
+
+def test_two_endpoints_one_vi_each_gets_its_flow(wire: str) -> None:
+    a, b = _pair(wire)
+    b2 = udp.open(f"sim:{wire}b?wire={wire}&ip=198.18.9.2", ("198.18.9.2", 6001))
+    with a, b, b2:
+        assert b2.stack is b.stack  # one VI underneath
+        for k in range(6):
+            a.sendto(b"to6000-%d" % k, ("198.18.9.2", 6000))
+            a.sendto(b"to6001-%d" % k, ("198.18.9.2", 6001))
+        got1 = [bytes(r[0]) for r in iter(lambda: b.recv(timeout=0.5), None)]
+        got2 = [bytes(r[0]) for r in iter(lambda: b2.recv(timeout=0.5), None)]
+        assert got1 == [b"to6000-%d" % k for k in range(6)]
+        assert got2 == [b"to6001-%d" % k for k in range(6)]
+
+
+def test_same_group_on_two_endpoints_is_replicated(wire: str) -> None:
+    a, b = _pair(wire)
+    url = f"sim:{wire}b?wire={wire}&ip=198.18.9.2"
+    m1 = udp.open(url, (None, 7000), groups=["239.1.2.3"])
+    m2 = udp.open(url, (None, 7000), groups=["239.1.2.3", "239.1.2.4"])
+    with a, b, m1, m2:
+        a.sendto(b"g3", ("239.1.2.3", 7000))
+        a.sendto(b"g4", ("239.1.2.4", 7000))
+        r1 = [bytes(r[0]) for r in iter(lambda: m1.recv(timeout=0.3), None)]
+        r2 = [bytes(r[0]) for r in iter(lambda: m2.recv(timeout=0.3), None)]
+        assert r1 == [b"g3"] and r2 == [b"g3", b"g4"]
+        # the shared buffer went back to the ring once both were done with it
+        assert m1.stats()["rx_fill_level"] == m1.stack.vi.receive_capacity()
+
+
+def test_selectors_and_asyncio_wake_on_arrival(wire: str) -> None:
+    a, b = _pair(wire)
+    with a, b:
+        sel = selectors.DefaultSelector()
+        sel.register(b.fileno(), selectors.EVENT_READ)
+        assert sel.select(0.05) == []
+        a.sendto(b"wake", ("198.18.9.2", 6000))
+        assert sel.select(1.0)
+        r = b.recv()
+        assert r is not None and bytes(r[0]) == b"wake"
+        sel.close()
+
+        async def main() -> bytes:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, a.sendto, b"async", ("198.18.9.2", 6000))
+            payload, _, _ = await asyncio.wait_for(b.arecv(), 2.0)
+            return bytes(payload)
+
+        assert asyncio.run(main()) == b"async"
+
+
+def test_jumbo_datagram_reassembled_from_a_chain(wire: str) -> None:
+    a, b = _pair(wire, mtu=9000)
+    with a, b:
+        big = bytes(np.arange(8000, dtype=np.uint8) * 7)
+        assert a.sendto(big, ("198.18.9.2", 6000)) == 8000
+        r = b.recv(timeout=1)
+        assert r is not None and bytes(r[0]) == big
+        assert b.stats()["rx_jumbo"] == 1
+
+
+@pytest.mark.parametrize("local,kw,words", [
+    (("198.18.9.1", 0), {}, "not a UDP port"),
+    (("198.18.9.1", 70000), {}, "not a UDP port"),
+    (("198.18.9.300", 5000), {}, "not an IPv4 address"),
+    (("198.18.77.1", 5000), {}, "not an address of"),
+    ((None, 5000), {"groups": ["198.18.9.9"]}, "not a multicast group"),
+    ((None, 5000), {"groups": ["239.1.1"]}, "not an IPv4 address"),
+])
+def test_bad_addresses_name_the_fix(wire: str, local: tuple[str, int],
+                                    kw: dict[str, object], words: str) -> None:
+    with pytest.raises(SetupError, match=words) as ei:
+        udp.open(f"sim:{wire}a?wire={wire}&ip=198.18.9.1", local, **kw)
+    assert " — " in str(ei.value)  # a hint follows
+
+
+def test_payload_larger_than_mtu_and_use_after_close(wire: str) -> None:
+    a, b = _pair(wire)
+    with b:
+        with pytest.raises(SetupError, match="1500-byte MTU.*raise the MTU"):
+            a.sendto(bytes(1473), ("198.18.9.2", 6000))
+        assert a.sendto(bytes(1472), ("198.18.9.2", 6000)) == 1472
+        a.close()
+        a.close()  # idempotent
+        with pytest.raises(ClosedError):
+            a.recv()
+        with pytest.raises(ClosedError):
+            a.sendto(b"x", ("198.18.9.2", 6000))
+        with pytest.raises(ClosedError):
+            a.fileno()
+        with pytest.raises(SetupError, match="no remote"):
+            b.send(b"x")
+
+
+def test_same_port_twice_in_one_process(wire: str) -> None:
+    a, b = _pair(wire)
+    with a, b:
+        with pytest.raises(SetupError, match="already has an endpoint"):
+            udp.open(f"sim:{wire}a?wire={wire}&ip=198.18.9.1", ("198.18.9.1", 5000))
