@@ -1,0 +1,151 @@
+"""efvi.udp over veth between two namespaces, against kernel UDP sockets.
+
+* kernel sockets exchange datagrams with efvi endpoints both ways (xdp and packet);
+* two endpoints on one xdp queue share one VI and each gets only its flow;
+* one multicast group reaches two endpoints (user-space replication on xdp);
+* selectors and asyncio wake on arrival;
+* a second process on the interface gets a clear refusal naming the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import selectors
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from efvi import SetupError, udp
+from efvi.testing import netns
+
+from xdp_helpers import no_xdp_left, skip_unless_xdp
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pair() -> Iterator[netns.VethPair]:
+    skip_unless_xdp()
+    with netns.veth_pair(subnet=74) as p:
+        try:
+            yield p
+        finally:
+            no_xdp_left(p.a, p.b)
+
+
+def _ksock(side: netns.Side, port: int = 0) -> socket.socket:
+    with netns.enter(side.netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((side.ip, port))
+    s.settimeout(5)
+    return s
+
+
+def _open(side: netns.Side, url: str, local: object, **kw: object) -> udp.UdpEndpoint:
+    with netns.enter(side.netns):
+        return udp.open(url, local, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("adapter", ["xdp", "packet"])
+def test_kernel_sockets_and_endpoints_both_ways(pair: netns.VethPair, adapter: str) -> None:
+    a, b = pair.a, pair.b
+    ks = _ksock(b, 7000)
+    with _open(a, f"{adapter}:{a.ifname}", (a.ip, 5000)) as ep:
+        for k in range(20):  # efvi -> kernel (the kernel checks IP and UDP checksums)
+            msg = b"e2k-%d" % k + bytes(k * 50)
+            assert ep.sendto(msg, (b.ip, 7000)) == len(msg)
+            data, src = ks.recvfrom(4096)
+            assert data == b"e2k-%d" % k + bytes(k * 50) and src == (a.ip, 5000)
+        for k in range(20):  # kernel -> efvi
+            ks.sendto(b"k2e-%d" % k, (a.ip, 5000))
+            r = ep.recv(timeout=5)
+            assert r is not None
+            assert bytes(r[0]) == b"k2e-%d" % k and r[2] == (b.ip, 7000) and r[1] > 0
+        st = ep.stats()
+        assert st["drops"] == 0 and st["rx_datagrams"] == 20 and st["tx_datagrams"] == 20
+    ks.close()
+
+
+def test_two_endpoints_on_one_xdp_queue_each_get_their_flow(pair: netns.VethPair) -> None:
+    a, b = pair.a, pair.b
+    ks = _ksock(b)
+    url = f"xdp:{a.ifname}@0"
+    with _open(a, url, (a.ip, 5000)) as e1, _open(a, url, (a.ip, 5001)) as e2:
+        assert e1.stack is e2.stack  # one VI on the one queue
+        for k in range(10):
+            ks.sendto(b"one-%d" % k, (a.ip, 5000))
+            ks.sendto(b"two-%d" % k, (a.ip, 5001))
+        got1 = [bytes(r[0]) for r in iter(lambda: e1.recv(timeout=1), None)]
+        got2 = [bytes(r[0]) for r in iter(lambda: e2.recv(timeout=1), None)]
+        assert got1 == [b"one-%d" % k for k in range(10)]
+        assert got2 == [b"two-%d" % k for k in range(10)]
+    ks.close()
+
+
+def test_same_group_reaches_two_endpoints_on_xdp(pair: netns.VethPair) -> None:
+    a, b = pair.a, pair.b
+    ks = _ksock(b)
+    ks.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(b.ip))
+    url = f"xdp:{a.ifname}"
+    with _open(a, url, (None, 7100), groups=["239.9.9.9"]) as m1, \
+            _open(a, url, (None, 7100), groups=["239.9.9.9"]) as m2:
+        # the kept kernel socket joined the group (IGMP): the kernel lists it
+        maddr = a.run("ip", "maddr", "show", "dev", a.ifname).stdout
+        assert "239.9.9.9" in maddr
+        for k in range(5):
+            ks.sendto(b"grp-%d" % k, ("239.9.9.9", 7100))
+        r1 = [bytes(r[0]) for r in iter(lambda: m1.recv(timeout=1), None)]
+        r2 = [bytes(r[0]) for r in iter(lambda: m2.recv(timeout=1), None)]
+        assert r1 == r2 == [b"grp-%d" % k for k in range(5)]
+    assert "239.9.9.9" not in a.run("ip", "maddr", "show", "dev", a.ifname).stdout
+    ks.close()
+
+
+def test_selectors_and_asyncio_wake_on_arrival_xdp(pair: netns.VethPair) -> None:
+    a, b = pair.a, pair.b
+    ks = _ksock(b)
+    with _open(a, f"xdp:{a.ifname}", (a.ip, 5000)) as ep:
+        sel = selectors.DefaultSelector()
+        sel.register(ep.fileno(), selectors.EVENT_READ)
+        assert sel.select(0.05) == []
+        ks.sendto(b"sel", (a.ip, 5000))
+        assert sel.select(5.0)
+        r = ep.recv()
+        assert r is not None and bytes(r[0]) == b"sel"
+        sel.close()
+
+        async def main() -> list[bytes]:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, ks.sendto, b"async-1", (a.ip, 5000))
+            loop.call_later(0.10, ks.sendto, b"async-2", (a.ip, 5000))
+            out = []
+            async for payload, _ts, _src in ep:
+                out.append(bytes(payload))
+                if len(out) == 2:
+                    break
+            return out
+
+        assert asyncio.run(asyncio.wait_for(main(), 5)) == [b"async-1", b"async-2"]
+    ks.close()
+
+
+def test_bad_input_on_a_real_interface(pair: netns.VethPair) -> None:
+    a, b = pair.a, pair.b
+    with _open(a, f"xdp:{a.ifname}", (a.ip, 5000)) as ep:
+        with pytest.raises(SetupError, match="MTU.*raise the MTU"):
+            ep.sendto(bytes(1500), (b.ip, 7000))
+        with pytest.raises(SetupError, match="no MAC address for 198.18.74.77.*ip neigh"):
+            ep.sendto(b"x", ("198.18.74.77", 7000))
+        # a second process on the interface: refused, naming the holder
+        code = (f"from efvi import udp\nudp.open('xdp:{a.ifname}', ('{a.ip}', 5001))")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        r = a.run(sys.executable, "-c", code, check=False, env=env)
+        assert r.returncode != 0 and f"in use by efvi process {os.getpid()}" in r.stderr
+        assert f"stop process {os.getpid()}" in r.stderr
+    a.run("ip", "link", "set", "dev", a.ifname, "multicast", "off")
+    with pytest.raises(SetupError, match="multicast turned off.*multicast on"):
+        _open(a, f"xdp:{a.ifname}", (None, 7100), groups=["239.9.9.8"])
