@@ -68,3 +68,35 @@ class FormatError(EfviError, ValueError):
             where += f"offset {offset}: "
         super().__init__(where + message)
         self.message = message
+
+
+_FILE_HINTS = {
+    _errno.ENOENT: "check the path{dir}",
+    _errno.ENOTDIR: "a part of the path is not a directory; check the path",
+    _errno.EISDIR: "give a file name, not a directory",
+    _errno.EACCES: "check the permissions (ls -l {path}) or run as a user who may {verb} it",
+    _errno.EPERM: "check the permissions (ls -l {path}) or run as a user who may {verb} it",
+    _errno.ENOSPC: "free space on that file system, or write elsewhere",
+    _errno.EDQUOT: "free space in your quota, or write elsewhere",
+    _errno.EROFS: "that file system is read-only; write elsewhere",
+    _errno.EFBIG: "the file system cannot hold a file that large; write elsewhere",
+    _errno.ENAMETOOLONG: "use a shorter file name",
+}
+
+
+def file_error(exc: OSError, path: str, verb: str) -> SetupError:
+    """A one-line SetupError for a failed file ``verb`` (``"read"``/``"write"``):
+    the path, the system's reason and the way out (control path)."""
+    hint = _FILE_HINTS.get(exc.errno or 0, "")
+    d = ""
+    if verb == "write" and exc.errno == _errno.ENOENT:
+        import os
+        parent = os.path.dirname(path) or "."
+        if os.path.isdir(parent):
+            hint = (f"the directory {parent} does not take new files (a kernel file system?); "
+                    "write elsewhere")
+        else:
+            d = f": the directory {parent} does not exist (mkdir -p {parent})"
+    hint = hint.format(path=path, verb=verb, dir=d)
+    return SetupError(f"cannot {verb} {path}: {exc.strerror or exc}", errno=exc.errno or 0,
+                      hint=hint)

@@ -346,17 +346,23 @@ def parse_filter(text: str) -> FilterSpec:
     if opts and opts[-1] == "sniff" and head != "sniff":
         sniff = True
         opts = opts[:-1]
-    vid: int | None = None
-    keep: list[str] = []
-    for o in opts:
-        if o.startswith("vid="):
-            vid = _int(o[4:], text)
-        elif o == "mcastloop-rx":
-            pass  # loopback receive: every sim VI sees local multicast when the port loops
-        else:
-            keep.append(o)
-    spec: FilterSpec
     try:
+        vid: int | None = None
+        keep: list[str] = []
+        for o in opts:
+            if o.startswith("vid="):
+                if vid is not None:
+                    raise ValueError("vid= given twice")
+                vid = _int(o[4:], "vid")
+                if not 0 <= vid <= 4095:
+                    raise ValueError(f"vid={o[4:]} is outside 0..4095")
+            elif o == "mcastloop-rx":
+                raise ValueError(
+                    "mcastloop-rx (receive this host's own multicast transmits) is not "
+                    "supported by efvi's adapters; on sim, open the port with ?loopback=1")
+            else:
+                keep.append(o)
+        spec: FilterSpec
         if head in ("udp", "tcp"):
             if not keep or len(keep) > 2:
                 raise ValueError("expected HOST:PORT[,RHOST:RPORT]")
@@ -376,15 +382,15 @@ def parse_filter(text: str) -> FilterSpec:
             for o in keep[:-1]:
                 k, _, v2 = o.partition("=")
                 if k == "ipproto":
-                    spec = spec.ip_proto(_int(v2, text))
+                    spec = spec.ip_proto(_int(v2, "ipproto"))
                 elif k == "ethertype":
-                    spec = spec.eth_type(_int(v2, text))
+                    spec = spec.eth_type(_int(v2, "ethertype"))
                 else:
                     raise ValueError(f"unknown eth option {o!r}")
         elif head == "ethertype":
-            spec = FilterSpec.eth_type(_int(_one(keep), text))
+            spec = FilterSpec.eth_type(_int(_one(keep), "ethertype"))
         elif head == "ipproto":
-            spec = FilterSpec.ip_proto(_int(_one(keep), text))
+            spec = FilterSpec.ip_proto(_int(_one(keep), "ipproto"))
         elif head == "unicast-all" and not keep:
             spec = FilterSpec.unicast_all()
         elif head == "multicast-all" and not keep:
@@ -393,21 +399,24 @@ def parse_filter(text: str) -> FilterSpec:
             spec = FilterSpec.unicast_mismatch()
         elif head in ("multicast-mis", "multicast-mismatch") and not keep:
             spec = FilterSpec.multicast_mismatch()
+        elif head in ("unicast-all", "multicast-all", "unicast-mis", "unicast-mismatch",
+                      "multicast-mis", "multicast-mismatch"):
+            raise ValueError(f"{head} takes only vid=N and sniff, not {','.join(keep)!r}")
         elif head == "sniff":
             mode = keep[0] if keep else "promisc"
-            if mode not in ("promisc", "no-promisc"):
+            if len(keep) > 1 or mode not in ("promisc", "no-promisc"):
                 raise ValueError("sniff takes promisc or no-promisc")
             spec = FilterSpec.port_sniff(mode == "promisc")
         else:
             raise ValueError("unknown filter kind")
+        if vid is not None:
+            spec = spec.vlan(vid)
     except ValueError as exc:
         raise SetupError(
             f"bad filter spec {text!r}: {exc}", errno=errno.EINVAL,
             hint="forms: udp:HOST:PORT[,RHOST:RPORT]  eth:[vid=N,]MAC  ethertype:T  ipproto:P  "
                  "unicast-all  multicast-all  unicast-mis  multicast-mis  sniff[:promisc]",
         ) from None
-    if vid is not None:
-        spec = spec.vlan(vid)
     if sniff:
         spec = spec.sniff()
     return spec
@@ -438,14 +447,17 @@ def _hostport(s: str) -> tuple[str, int]:
         host, _, port = s.rpartition(":")
     if not host or not port:
         raise ValueError(f"expected HOST:PORT, got {s!r}")
-    return host, int(port)
+    n = _int(port, "port", base=10)
+    if not 0 <= n <= 0xFFFF:
+        raise ValueError(f"port {port} is outside 0..65535")
+    return host, n
 
 
-def _int(s: str, text: str) -> int:
+def _int(s: str, what: str, base: int = 0) -> int:
     try:
-        return int(s, 0)
+        return int(s, base)
     except ValueError:
-        raise ValueError(f"{s!r} is not a number") from None
+        raise ValueError(f"{what} {s!r} is not a number") from None
 
 
 def _one(keep: list[str]) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import errno
 import importlib
-from urllib.parse import parse_qsl
 
 from efvi.adapters.base import Adapter
+from efvi.adapters.options import canonical, check_url
 from efvi.errors import SetupError
 
 #: scheme → "module:Class"
@@ -23,33 +23,20 @@ ADAPTERS: dict[str, str] = {
 
 
 def parse_url(url: str) -> tuple[str, str, int | None, dict[str, str]]:
-    """``scheme:iface[@queue][?k=v&...]`` → (scheme, iface, queue, options)."""
-    url = url.strip()
-    base, _, query = url.partition("?")
-    scheme, _, rest = base.partition(":")
-    scheme = scheme.lower()
-    iface, _, q = rest.partition("@")
-    queue: int | None = None
-    if q:
-        try:
-            queue = int(q)
-        except ValueError:
-            raise SetupError(f"bad queue {q!r} in driver URL {url!r}", errno=errno.EINVAL,
-                             hint="write IFNAME@N with N a queue number") from None
-        if queue < 0:
-            raise SetupError(f"negative queue in driver URL {url!r}", errno=errno.EINVAL)
-    options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
-    return scheme, iface, queue, options
+    """``scheme:iface[@queue][?k=v&...]`` → (scheme, iface, queue, options).
+
+    The URL is checked against the adapter's option table
+    (:mod:`efvi.adapters.options`): unknown options, repeated options, bad values
+    and queues the adapter cannot have raise SetupError naming them. Options come
+    back in canonical text form (booleans as ``1``/``0``).
+    """
+    u = check_url(url)
+    return u.scheme, u.iface, u.queue, canonical(u.scheme, u.options)
 
 
 def open_adapter(url: str) -> Adapter:
     scheme, iface, queue, options = parse_url(url)
-    target = ADAPTERS.get(scheme)
-    if target is None:
-        raise SetupError(
-            f"unknown adapter {scheme!r} in driver URL {url!r}", errno=errno.EINVAL,
-            hint="use sim, sim:PORT, xdp:IFNAME[@QUEUE] or packet:IFNAME",
-        )
+    target = ADAPTERS[scheme]
     modname, _, clsname = target.partition(":")
     try:
         module = importlib.import_module(modname)

@@ -41,6 +41,21 @@ def _fold(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _ipv4(text: str, what: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        pass
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        raise SetupError(f"{what} address {text!r} is not an IPv4 address", errno=errno.EINVAL,
+                         hint="give a dotted quad such as 198.18.0.2 (names are not resolved)"
+                         ) from None
+    raise SetupError(f"{what} address {text} is IPv6; efvi send builds IPv4 frames only",
+                     errno=errno.EAFNOSUPPORT, hint="give an IPv4 address")
+
+
 class Sender:
     """A TX-only VI on ``url`` sending to ``dst_ip:dport``."""
 
@@ -50,6 +65,13 @@ class Sender:
         if payload < 8 or payload > 1472:
             raise SetupError(f"payload size {payload} outside 8..1472", errno=errno.EINVAL,
                              hint="use -m between 8 and 1472 bytes")
+        for what, p in (("destination port", dport), ("source port", sport)):
+            if not 1 <= p <= 0xFFFF:
+                raise SetupError(f"{what} {p} outside 1..65535", errno=errno.EINVAL,
+                                 hint="give a UDP port 1..65535")
+        dst = _ipv4(dst_ip, "destination")
+        if src_ip is not None:
+            src_ip = str(_ipv4(src_ip, "source"))
         self.driver = Driver.open(url)
         try:
             info = self.driver.interface
@@ -57,7 +79,6 @@ class Sender:
             if src is None:
                 raise SetupError(f"interface {info.name} has no IPv4 address", errno=errno.EADDRNOTAVAIL,
                                  hint="add one (ip addr add ...) or pass --src-ip")
-            dst = ipaddress.IPv4Address(dst_ip)
             if dst.is_multicast:
                 mac = multicast_mac(str(dst))
             elif dmac:
@@ -105,7 +126,11 @@ class Sender:
     def run(self, count: int, *, batch: int = 64, sleep_us: int = 0,
             on_second: Callable[[SendStats], None] | None = None,
             stop: list[bool] | None = None) -> SendStats:
-        """Send ``count`` datagrams (negative: until ``stop``), ``batch`` per doorbell."""
+        """Send ``count`` datagrams (negative: until ``stop``), ``batch`` per doorbell,
+        sleeping ``sleep_us`` µs between batches."""
+        if batch < 1 or sleep_us < 0:
+            raise SetupError(f"batch {batch} / sleep {sleep_us} µs out of range",
+                             errno=errno.EINVAL, hint="use batch >= 1 and sleep_us >= 0")
         st = SendStats(frame_len=len(self.frame))
         vi = self.vi
         batch = max(1, min(batch, vi.transmit_capacity(), self.nbuf))

@@ -12,6 +12,7 @@ so the batch holding the Nth packet may hold more: those later events are harves
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import time
@@ -23,6 +24,7 @@ import numpy as np
 from efvi import (Driver, EventBatch, EventType, FilterSpec, MemoryRegion,
                   ProtectionDomain, VirtualInterface)
 from efvi.constants import PKT_BUF_SIZE
+from efvi.errors import SetupError, UnsupportedError
 from efvi.filters import FilterKind
 
 _RX = int(EventType.RX)
@@ -59,6 +61,9 @@ class Sink:
 
     def __init__(self, url: str, filters: Sequence[FilterSpec], *, nbuf: int = 4096,
                  rxq: int = 4096, fill: int | None = None, join: bool = False) -> None:
+        if fill is not None and fill < 1:
+            raise SetupError(f"fill level {fill} posts no buffers", errno=errno.EINVAL,
+                             hint="give a fill level >= 1, or None for the ring's capacity")
         self.driver = Driver.open(url)
         try:
             self.pd = ProtectionDomain(self.driver)
@@ -79,6 +84,11 @@ class Sink:
 
     def _join(self, filters: Sequence[FilterSpec]) -> None:
         """Join the multicast groups of the filters with kernel sockets (IGMP), as efsink -j."""
+        if self.driver.adapter.name == "sim":
+            raise UnsupportedError(
+                "joining multicast groups (-j) goes through the kernel and needs a real "
+                "interface; the sim adapter has none — use xdp:IFNAME or packet:IFNAME, or "
+                "drop -j (sim delivers multicast to the filters without joins)")
         info = self.driver.interface
         for f in filters:
             if f.kind in (FilterKind.IP_LOCAL, FilterKind.IP_FULL) and f.ip_version == 4 \
@@ -86,7 +96,15 @@ class Sink:
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 mreqn = (ipaddress.IPv4Address(f.local_ip).packed + bytes(4)
                          + info.ifindex.to_bytes(4, "little"))
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+                try:
+                    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+                except OSError as exc:
+                    s.close()
+                    raise SetupError(
+                        f"cannot join {ipaddress.IPv4Address(f.local_ip)} on {info.name}: "
+                        f"{exc.strerror}", errno=exc.errno or errno.EINVAL,
+                        hint="the interface needs an IPv4 address and multicast; see "
+                             f"`ip addr show {info.name}`") from None
                 self._joins.append(s)
 
     def run(self, count: int | None = None, duration_s: float | None = None,
@@ -97,7 +115,13 @@ class Sink:
         vi = self.vi
         t0 = time.perf_counter()
         next_tick = t0 + 1.0
-        deadline = t0 + duration_s if duration_s else None
+        if duration_s is not None and not duration_s > 0:
+            raise SetupError(f"duration {duration_s} s never elapses", errno=errno.EINVAL,
+                             hint="give a duration > 0, or None to run until stopped")
+        if count is not None and count < 1:
+            raise SetupError(f"count {count} is not positive", errno=errno.EINVAL,
+                             hint="give a count >= 1, or None to run until stopped")
+        deadline = t0 + duration_s if duration_s is not None else None
         while True:
             b = vi.poll()
             if len(b):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from efvi.apps.feed import FeedResult, run_feed
+from efvi.cli import argtypes as at
 from efvi.cli.common import emit_json, progress
 from efvi.pcap import PcapNgWriter
 
@@ -15,21 +16,20 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         description="An exchange VI publishes sequenced UDP multicast messages; a trader VI "
                     "with an ip4_local filter receives them; a capture VI sniffs the port. "
                     "Prints messages, rate, drops and one-way latency on the sim clock.")
-    p.add_argument("-n", "--messages", type=int, default=100_000,
+    p.add_argument("-n", "--messages", type=at.int_range(1), default=100_000,
                    help="messages to publish (default 100000)")
-    p.add_argument("-b", "--batch", type=int, default=1024, help="TX batch size (default 1024)")
-    p.add_argument("-g", "--group", default="239.100.0.1", help="multicast group")
-    p.add_argument("-p", "--port", type=int, default=30001, help="UDP port")
-    p.add_argument("-w", "--write", metavar="FILE",
+    p.add_argument("-b", "--batch", type=at.int_range(1, 2048), default=1024,
+                   help="TX batch size 1..2048 (default 1024)")
+    p.add_argument("-g", "--group", type=at.multicast_ipv4, default="239.100.0.1",
+                   help="IPv4 multicast group")
+    p.add_argument("-p", "--port", type=at.port, default=30001, help="UDP port")
+    p.add_argument("-w", "--write", metavar="FILE", type=at.path_arg,
                    help="write what the sniffing VI saw as pcapng (ns timestamps)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.messages <= 0 or not 1 <= args.batch <= 2048:
-        raise SystemExit("efvi demo: --messages must be positive and --batch 1..2048")
-
     def tick(r: FeedResult) -> None:
         progress(f"  ... sent {r.sent}  received {r.received}  sniffed {r.sniffed}  "
                  f"drops {r.drops}", json_mode=args.json)

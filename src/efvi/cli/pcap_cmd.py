@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from efvi.cli import argtypes as at
 from efvi.pcap.info import convert, summarize
 
 __all__ = ["register"]
@@ -59,14 +60,14 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="pcap_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
     i = sub.add_parser("info", help="summarise a capture file (like capinfos)")
-    i.add_argument("file", help="pcap or pcapng file ('-' for stdin)")
+    i.add_argument("file", type=at.path_arg, help="pcap or pcapng file ('-' for stdin)")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=_info)
     c = sub.add_parser("convert", help="rewrite a capture as pcap (ns) or pcapng")
-    c.add_argument("input", help="pcap or pcapng file ('-' for stdin)")
-    c.add_argument("output", help="output file ('-' for stdout)")
+    c.add_argument("input", type=at.path_arg, help="pcap or pcapng file ('-' for stdin)")
+    c.add_argument("output", type=at.path_arg, help="output file ('-' for stdout)")
     c.add_argument("--format", choices=("pcap", "pcapng"),
                    help="output format (default: from OUT's extension, else pcapng)")
-    c.add_argument("--snaplen", type=int, metavar="N",
-                   help="cut frames to N bytes (original lengths are kept)")
+    c.add_argument("--snaplen", type=at.int_range(1, 0x7FFFFFFF), metavar="N",
+                   help="cut frames to N bytes, 1..2147483647 (original lengths are kept)")
     c.set_defaults(func=_convert)

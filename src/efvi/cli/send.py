@@ -13,24 +13,28 @@ from __future__ import annotations
 import argparse
 
 from efvi.apps.send import Sender, SendStats
+from efvi.cli import argtypes as at
 from efvi.cli.common import emit_json, progress, stop_on_signals
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("send", help="transmit a UDP stream (efsend)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("url", help="driver URL: sim[:PORT?wire=@NAME], xdp:IFNAME[@Q], packet:IFNAME")
-    p.add_argument("dest", help="destination IPv4 address (unicast or multicast)")
-    p.add_argument("port", type=int, help="destination UDP port")
-    p.add_argument("-n", dest="count", type=int, default=10,
-                   help="packets to send (default 10; negative: until interrupted)")
-    p.add_argument("-m", dest="size", type=int, default=28,
+    p.add_argument("url", type=at.driver_url, help="driver URL: sim[:PORT?wire=@NAME], xdp:IFNAME[@Q], packet:IFNAME")
+    p.add_argument("dest", type=at.ipv4,
+                   help="destination IPv4 address (unicast or multicast; IPv6 is not supported)")
+    p.add_argument("port", type=at.port, help="destination UDP port (1..65535)")
+    p.add_argument("-n", dest="count", type=at.int_range(1, extra=(-1,),
+                                                           meaning="-1: until interrupted"),
+                   default=10,
+                   help="packets to send (default 10; -1: until interrupted)")
+    p.add_argument("-m", dest="size", type=at.int_range(8, 1472), default=28,
                    help="UDP payload bytes (default 28: a 70-byte frame)")
-    p.add_argument("-s", dest="sleep_us", type=int, default=0, help="µs to sleep between batches")
-    p.add_argument("-l", dest="lport", type=int, default=12345, help="local UDP port (12345)")
-    p.add_argument("-B", dest="batch", type=int, default=64, help="maximum batch (default 64)")
-    p.add_argument("--dmac", help="destination MAC (skips the neighbour table)")
-    p.add_argument("--src-ip", help="source IPv4 address (default: the interface's)")
+    p.add_argument("-s", dest="sleep_us", type=at.int_range(0, 10_000_000), default=0, help="µs to sleep between batches")
+    p.add_argument("-l", dest="lport", type=at.port, default=12345, help="local UDP port (12345)")
+    p.add_argument("-B", dest="batch", type=at.int_range(1, 4096), default=64, help="maximum batch (default 64)")
+    p.add_argument("--dmac", type=at.mac, help="destination MAC (skips the neighbour table)")
+    p.add_argument("--src-ip", type=at.ipv4, help="source IPv4 address (default: the interface's)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.set_defaults(func=run)
 

@@ -13,23 +13,23 @@ import argparse
 import sys
 
 from efvi.apps.sink import Sink, SinkStats
+from efvi.cli import argtypes as at
 from efvi.cli.common import emit_json, progress, stop_on_signals
-from efvi.filters import parse_filter
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("sink", help="receive frames matching filters and count them (efsink)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("url", help="driver URL: sim[:PORT?wire=@NAME], xdp:IFNAME[@Q], packet:IFNAME")
-    p.add_argument("filters", nargs="+", metavar="FILTER", help="filter spec(s), efsink grammar")
-    p.add_argument("-n", dest="count", type=int, help="exit after N packets")
-    p.add_argument("--duration", type=float, help="exit after S seconds")
+    p.add_argument("url", type=at.driver_url, help="driver URL: sim[:PORT?wire=@NAME], xdp:IFNAME[@Q], packet:IFNAME")
+    p.add_argument("filters", nargs="+", metavar="FILTER", type=at.filter_spec, help="filter spec(s), efsink grammar")
+    p.add_argument("-n", dest="count", type=at.int_range(1), help="exit after N packets")
+    p.add_argument("--duration", type=at.seconds, help="exit after S seconds (> 0)")
     p.add_argument("-d", dest="hexdump", action="store_true", help="hexdump each packet")
     p.add_argument("-v", dest="verbose", action="store_true",
                    help="one line per packet: ts_ns len flags")
     p.add_argument("-j", dest="join", action="store_true",
                    help="join multicast groups of the filters through the kernel (IGMP)")
-    p.add_argument("-F", dest="fill", type=int, help="maximum RX ring fill level")
+    p.add_argument("-F", dest="fill", type=at.int_range(1), help="maximum RX ring fill level (>= 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.set_defaults(func=run)
 
@@ -43,7 +43,7 @@ def _hexdump(frame: bytes) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    specs = [parse_filter(f) for f in args.filters]
+    specs = args.filters
     hook = None
     if args.verbose or args.hexdump:
         def hook(ts: int, frame: bytes, flags: int) -> None:

@@ -8,13 +8,18 @@ which a reader reports as a truncated record *after* delivering the others).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
+import stat
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Self
 
-from efvi.errors import FormatError
+from efvi.errors import FormatError, SetupError, file_error
 
 if TYPE_CHECKING:
     from efvi.pcap.record import RecordBatch
@@ -31,9 +36,92 @@ def open_input(src: PathOrFile) -> tuple[BinaryIO, str | None, bool]:
         if p == "-":
             import sys
             return sys.stdin.buffer, "<stdin>", False
-        return open(p, "rb", buffering=0), p, True
+        try:
+            f = open(p, "rb", buffering=0)
+        except OSError as exc:
+            raise file_error(exc, p, "read") from None
+        return f, p, True
     return src, getattr(src, "name", None) if isinstance(getattr(src, "name", None), str) \
         else None, False
+
+
+def _name_of(f: PathOrFile) -> str:
+    if isinstance(f, (str, os.PathLike)):
+        p = os.fspath(f)
+        return "<stdout>" if p == "-" else p
+    n = getattr(f, "name", None)
+    return n if isinstance(n, str) else "<file>"
+
+
+def _stat(f: PathOrFile) -> os.stat_result | None:
+    try:
+        if isinstance(f, (str, os.PathLike)):
+            p = os.fspath(f)
+            if p == "-":
+                import sys
+                return os.fstat(sys.stdin.fileno())
+            return os.stat(p)
+        return os.fstat(f.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+@contextmanager
+def replacing(dst: PathOrFile, src: PathOrFile | None = None) -> Iterator[PathOrFile]:
+    """Write ``dst`` through a temporary file renamed into place on success.
+
+    Yields what to write to: for a path naming a regular file (or nothing yet), a
+    temporary file in the same directory, renamed over the target (through a
+    symlink, to the file it names) when the block ends without an exception and
+    removed when it raises — so a failed write never leaves a half file under the
+    target's name. Streams, ``-`` and non-regular files (``/dev/null``, FIFOs) are
+    written directly. Refuses (SetupError) when ``dst`` is the file ``src`` reads
+    (same device and inode: also through a symlink or hard link).
+    """
+    if src is not None:
+        a, b = _stat(src), _stat(dst)
+        if a is not None and b is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) \
+                and stat.S_ISREG(a.st_mode):
+            raise SetupError(
+                f"the output {_name_of(dst)} is the input file {_name_of(src)} (same device "
+                "and inode)", errno=errno.EINVAL,
+                hint="write to a new file name, then rename it over the input if you mean to")
+    if not isinstance(dst, (str, os.PathLike)) or os.fspath(dst) == "-":
+        yield dst
+        return
+    p = os.fspath(dst)
+    target = os.path.realpath(p)
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise file_error(exc, p, "write") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise file_error(IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), p, "write")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        yield p
+        return
+    d, base = os.path.split(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".part", dir=d or ".")
+    except OSError as exc:
+        raise file_error(exc, p, "write") from None
+    os.close(fd)
+    try:
+        if st is not None:
+            mode = stat.S_IMODE(st.st_mode)
+        else:
+            mask = os.umask(0)
+            os.umask(mask)
+            mode = 0o666 & ~mask
+        os.chmod(tmp, mode)
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class Source:
@@ -93,7 +181,8 @@ class Sink:
     ``packet_buffered`` (tcpdump ``-U``) every record is handed over at once.
     """
 
-    __slots__ = ("f", "own", "pending", "buffer_size", "packet_buffered", "closed", "raw")
+    __slots__ = ("f", "own", "pending", "buffer_size", "packet_buffered", "closed", "raw",
+                 "name")
 
     def __init__(self, dst: PathOrFile, *, buffer_size: int = 1 << 16,
                  packet_buffered: bool = False) -> None:
@@ -104,11 +193,15 @@ class Sink:
                 self.f: BinaryIO = sys.stdout.buffer
                 self.own = False
             else:
-                self.f = open(p, "wb", buffering=0)
+                try:
+                    self.f = open(p, "wb", buffering=0)
+                except OSError as exc:
+                    raise file_error(exc, p, "write") from None
                 self.own = True
         else:
             self.f = dst
             self.own = False
+        self.name = _name_of(dst)
         self.raw = isinstance(self.f, io.RawIOBase)
         self.pending = bytearray()
         self.buffer_size = buffer_size
@@ -130,22 +223,32 @@ class Sink:
             self.f.flush()
 
     def _out(self, view: memoryview) -> None:
-        while len(view):
-            n = self.f.write(view)
-            if n is None:  # non-blocking raw stream that would block: retry
-                continue
-            view = view[n:]
+        try:
+            while len(view):
+                n = self.f.write(view)
+                if n is None:  # non-blocking raw stream that would block: retry
+                    continue
+                view = view[n:]
+        except BrokenPipeError:
+            raise  # the reader went away: the CLI exits quietly
+        except OSError as exc:
+            raise file_error(exc, self.name, "write") from None
 
     def flush(self) -> None:
         """Hand the pending records to the OS (the buffer object is reused)."""
         p = self.pending
-        if p:
-            n = self.f.write(p)
-            if n is None or n < len(p):  # a short write: finish it
-                self._out(memoryview(bytes(p[n or 0:])))
-            p.clear()
-        if not self.raw:
-            self.f.flush()
+        try:
+            if p:
+                n = self.f.write(p)
+                if n is None or n < len(p):  # a short write: finish it
+                    self._out(memoryview(bytes(p[n or 0:])))
+                p.clear()
+            if not self.raw:
+                self.f.flush()
+        except BrokenPipeError:
+            raise  # the reader went away: the CLI exits quietly
+        except OSError as exc:
+            raise file_error(exc, self.name, "write") from None
 
     def close(self) -> None:
         if self.closed:

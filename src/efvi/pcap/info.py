@@ -6,10 +6,11 @@ Both stream the file (batch path for :func:`summarize`, per-record for
 
 from __future__ import annotations
 
+import errno
 from dataclasses import asdict, dataclass, field
 
-from efvi.errors import FormatError
-from efvi.pcap._io import PathOrFile
+from efvi.errors import FormatError, SetupError
+from efvi.pcap._io import PathOrFile, replacing
 from efvi.pcap.constants import DEFAULT_SNAPLEN, IF_TSRESOL, LINKTYPE_NAMES
 from efvi.pcap.pcap import PcapReader, PcapWriter
 from efvi.pcap.pcapng import PcapNgReader, PcapNgWriter
@@ -111,13 +112,21 @@ def convert(src: PathOrFile, dst: PathOrFile, fmt: str = "pcapng",
     and options, packet options and the last ISB counters of each interface. Frames
     are cut to ``snaplen`` when given. FormatError when a pcap output would need
     interfaces of different link types.
+
+    The output is written to a temporary file renamed over ``dst`` on success (a
+    failed convert leaves no half file under ``dst``); SetupError when ``dst`` is
+    ``src`` (same device and inode, also through links) or cannot be written.
     """
     if fmt not in ("pcap", "pcapng"):
-        raise ValueError(f"unknown format {fmt!r}")
-    with open_capture(src) as r:
+        raise SetupError(f"unknown capture format {fmt!r}", errno=errno.EINVAL,
+                         hint="use pcap or pcapng")
+    if snaplen is not None and not 0 < snaplen <= 0x7FFFFFFF:
+        raise SetupError(f"snaplen {snaplen} is outside 1..2147483647", errno=errno.EINVAL,
+                         hint="give a positive snapshot length, e.g. 65535")
+    with open_capture(src) as r, replacing(dst, src) as out:
         if fmt == "pcap":
-            return _to_pcap(r, dst, snaplen)
-        return _to_pcapng(r, dst, snaplen)
+            return _to_pcap(r, out, snaplen)
+        return _to_pcapng(r, out, snaplen)
 
 
 def _to_pcap(r: PcapReader | PcapNgReader, dst: PathOrFile, snaplen: int | None) -> int:

@@ -27,6 +27,19 @@ class VlanTag:
     dei: int = 0
     tpid: int = ETH_P_8021Q
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.vid, int) and 0 <= self.vid <= 0x0FFF):
+            raise ValueError(f"VlanTag vid {self.vid!r} outside 0..4095 (the fields are "
+                             "VlanTag(vid, pcp=0..7, dei=0|1, tpid=0x8100|0x88a8); build one "
+                             "from a TPID and TCI with VlanTag.from_tci(tpid, tci))")
+        if not (isinstance(self.pcp, int) and 0 <= self.pcp <= 7):
+            raise ValueError(f"VlanTag pcp {self.pcp!r} outside 0..7")
+        if self.dei not in (0, 1):
+            raise ValueError(f"VlanTag dei {self.dei!r} must be 0 or 1")
+        if self.tpid not in VLAN_TPIDS:
+            raise ValueError(f"VlanTag tpid {self.tpid!r} is not a VLAN TPID; use "
+                             + " or ".join(f"{t:#06x}" for t in sorted(VLAN_TPIDS)))
+
     @property
     def tci(self) -> int:
         return (self.pcp & 7) << 13 | (self.dei & 1) << 12 | (self.vid & 0x0FFF)

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from efvi.adapters.base import (Adapter, Capabilities, HwProtectionDomain, HwVI,
                                 InterfaceInfo, U64Array)
+from efvi.adapters.options import canonical, parse_options
 from efvi.adapters.sim.filter_table import FilterEntry
 from efvi.adapters.sim.port import FABRIC, SimPort
 from efvi.adapters.sim.vi import SimVI
@@ -119,18 +120,8 @@ class SimAdapter(Adapter):
 
     def __init__(self, iface: str, queue: int | None, options: dict[str, str]) -> None:
         super().__init__(iface or "sim0", queue, options)
-        unknown = set(options) - {"wire", "loopback", "clock", "mac", "ip", "mtu"}
-        if unknown:
-            raise SetupError(f"unknown sim option(s) {', '.join(sorted(unknown))}",
-                             errno=errno.EINVAL,
-                             hint="sim takes wire=, loopback=1, clock=virtual|real, mac=, ip=, mtu=")
-        if options.get("clock", "virtual") not in ("virtual", "real"):
-            raise SetupError(f"bad clock {options['clock']!r}", errno=errno.EINVAL,
-                             hint="use clock=virtual or clock=real")
-        try:
-            self.port = FABRIC.port(self.iface, options)
-        except ValueError as exc:
-            raise SetupError(f"bad sim option: {exc}", errno=errno.EINVAL) from None
+        options = canonical("sim", parse_options("sim", options))  # SetupError naming the option
+        self.port = FABRIC.port(self.iface, options)
         self.port.users += 1
         self._closed = False
 

@@ -266,7 +266,8 @@ class SimVI(HwVI):
             addr, rq_id = desc
             mem, off = self.pd.resolve_one(addr)
             cap = min(self.rx_buffer_len, PKT_BUF_SIZE - addr % PKT_BUF_SIZE)
-            mem[off:off + cap] = np.frombuffer(frame[:cap], np.uint8)
+            head = frame[:cap]  # may be shorter than the buffer: longer than the MTU only
+            mem[off:off + len(head)] = np.frombuffer(head, np.uint8)
             self._event(int(EventType.RX_DISCARD), _SOP | mcast, rq_id, total, ts,
                         int(DiscardReason.TRUNC))
             self.counters["rx_trunc_drops"] += 1
