@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "efvi.cli.demo",
     "efvi.cli.sink",
     "efvi.cli.send",
+    "efvi.cli.replay",
     "efvi.cli.pcap_cmd",
     "efvi.cli.info",
     "efvi.cli.station",
