@@ -32,9 +32,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="UDP payload bytes (default 28: a 70-byte frame)")
     p.add_argument("-s", dest="sleep_us", type=at.int_range(0, 10_000_000), default=0, help="µs to sleep between batches")
     p.add_argument("-l", dest="lport", type=at.port, default=12345, help="local UDP port (12345)")
-    p.add_argument("-B", dest="batch", type=at.int_range(0, 4096), default=0,
-                   help="frames per doorbell (default 0: auto, a quarter of the TX ring = "
-                        "1024; 1: efsend's per-packet transmit())")
+    p.add_argument("-B", dest="batch", type=at.int_range(1, 4096), default=None,
+                   help="frames per doorbell (default: a quarter of the TX ring = 1024, the "
+                        "adapter's best rate; 1: efsend's per-packet transmit())")
     p.add_argument("--dmac", type=at.mac, help="destination MAC (skips the neighbour table)")
     p.add_argument("--src-ip", type=at.ipv4, help="source IPv4 address (default: the interface's)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
