@@ -16,18 +16,30 @@ classic BPF for ``packet``); all follow the hardware's priority, most specific f
 4. ``ethertype`` / ``ipproto`` — class filters (± VLAN)
 5. ``unicast_all`` / ``multicast_all``
 6. ``unicast_mismatch`` / ``multicast_mismatch`` — what nothing else (nor the kernel) wants
+7. ``bpf``       — a classic BPF program (:meth:`FilterSpec.bpf`), e.g. a tcpdump
+   expression compiled by libpcap (:meth:`FilterSpec.expression`): the last level, it
+   steals only frames no table filter took; as a sniff it copies every frame it matches
 
 Within one level a VLAN-specific filter beats a VLAN-any one. IP filters never match
 IP fragments (those go to the kernel). ``sniff`` turns a spec into a copy: the VI
 gets the frame and the kernel (and any stealing VI) still does. ``port_sniff`` is
 sniff of everything.
+
+A ``bpf`` spec holds the program as plain data (``(code, jt, jf, k)`` per
+instruction, the ``struct sock_filter`` fields) and runs wherever the adapter filters:
+``packet`` puts it in the VI's socket filter (the kernel runs it; there the outer VLAN
+tag has already been removed from the frame, as for a live tcpdump on Linux), ``xdp``
+translates it to eBPF inside the interface's XDP program (frames as on the wire, tags
+included, as ``tcpdump -r`` sees a file), ``sim`` evaluates it in Python over each
+batch (frames as on the wire). A program's non-zero return means "match"; its value
+(a snap length) is ignored — snap lengths belong to the application.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
@@ -53,6 +65,7 @@ class FilterKind(IntEnum):
     UNICAST_MISMATCH = 8
     MULTICAST_MISMATCH = 9
     ALL = 10  # port sniff: every frame
+    BPF = 11  # a classic BPF program: after every table kind
 
 
 #: Kinds that can be given a VLAN.
@@ -167,6 +180,8 @@ class FilterSpec:
     vlan_id: int | None = None
     sniff_mode: bool = False
     promisc: bool = False
+    program: tuple[tuple[int, int, int, int], ...] = ()
+    expression_text: str | None = None
     flags: int = field(default=0, compare=False)
 
     # ---- IP filters -------------------------------------------------------------
@@ -280,6 +295,37 @@ class FilterSpec:
         """Make this spec a copy (sniff) instead of a steal."""
         return replace(self, sniff_mode=True, promisc=promiscuous or self.promisc)
 
+    # ---- classic BPF ------------------------------------------------------------------
+    @_setter
+    def bpf(self, program: Sequence[Any], *, sniff: bool = False,
+            expression: str | None = None) -> "FilterSpec":
+        """Frames a classic BPF program accepts (non-zero return), as a steal or a sniff.
+
+        ``program`` is a sequence of ``(code, jt, jf, k)`` tuples or objects with those
+        fields (``efvi.bpf.cbpf.Insn``). It must pass the kernel's classic BPF checks
+        (SetupError otherwise, naming the instruction). ``expression`` only labels the
+        spec (``str()``, listings). Cannot be combined with other parts or a VLAN: say
+        ``vlan 10 and ...`` in the program instead.
+        """
+        if self.kind != FilterKind.NONE or self.vlan_id is not None:
+            raise _incompatible("a bpf program", self)
+        prog = _program(program)
+        return replace(self, kind=FilterKind.BPF, program=prog, expression_text=expression,
+                       sniff_mode=sniff or self.sniff_mode)
+
+    @_setter
+    def expression(self, text: str, *, sniff: bool = False) -> "FilterSpec":
+        """Frames matching a tcpdump expression, compiled by the system's libpcap.
+
+        ``FilterSpec.expression("tcp port 80")`` is ``FilterSpec.bpf(<what
+        tcpdump -dd 'tcp port 80' prints>)``. Raises ``efvi.bpf.libpcap.ExpressionError``
+        (a SetupError) with libpcap's message for a bad expression, SetupError naming
+        the package when libpcap is not installed.
+        """
+        from efvi.bpf.libpcap import compile_expression
+
+        return self.bpf(compile_expression(text), sniff=sniff, expression=text)
+
     # ---- queries ------------------------------------------------------------------
     def check(self) -> "FilterSpec":
         """Raise :class:`SetupError` if the spec matches nothing (control path)."""
@@ -320,6 +366,9 @@ class FilterSpec:
             parts.append(f"ipproto:{self.ipproto}")
         elif k == FilterKind.ALL:
             parts.append("sniff:" + ("promisc" if self.promisc else "no-promisc"))
+        elif k == FilterKind.BPF:
+            parts.append(f"bpf:{self.expression_text}" if self.expression_text is not None
+                         else f"bpf:<{len(self.program)} instructions>")
         else:
             parts.append(k.name.lower().replace("_", "-").replace("mismatch", "mis"))
         if self.vlan_id is not None:
@@ -334,13 +383,18 @@ def parse_filter(text: str) -> FilterSpec:
 
     ``udp|tcp:[vid=N,]HOST:PORT[,RHOST:RPORT]``, ``eth:[vid=N,][ipproto=P,|ethertype=T,]MAC``,
     ``ethertype:[vid=N,]T``, ``ipproto:[vid=N,]P``, ``unicast-all``, ``multicast-all``,
-    ``unicast-mis[:vid=N]``, ``multicast-mis[:vid=N]``, ``sniff[:promisc|no-promisc]``.
+    ``unicast-mis[:vid=N]``, ``multicast-mis[:vid=N]``, ``sniff[:promisc|no-promisc]``,
+    ``bpf:EXPRESSION`` (a tcpdump expression, compiled by libpcap; efvi's addition).
     IPv6 hosts go in brackets: ``udp:[ff15::1]:5000``. A trailing ``,sniff`` makes any
     spec a sniff (copy) filter.
     """
     text = text.strip()
     head, _, rest = text.partition(":")
     head = head.lower()
+    if head == "bpf":  # the rest is a tcpdump expression, commas and all
+        sniff_expr = rest.endswith(",sniff")
+        expr = rest[:-len(",sniff")] if sniff_expr else rest
+        return FilterSpec.expression(expr.strip(), sniff=sniff_expr)
     opts: list[str] = [o for o in _split_top(rest)] if rest else []
     sniff = False
     if opts and opts[-1] == "sniff" and head != "sniff":
@@ -415,7 +469,8 @@ def parse_filter(text: str) -> FilterSpec:
         raise SetupError(
             f"bad filter spec {text!r}: {exc}", errno=errno.EINVAL,
             hint="forms: udp:HOST:PORT[,RHOST:RPORT]  eth:[vid=N,]MAC  ethertype:T  ipproto:P  "
-                 "unicast-all  multicast-all  unicast-mis  multicast-mis  sniff[:promisc]",
+                 "unicast-all  multicast-all  unicast-mis  multicast-mis  sniff[:promisc]  "
+                 "bpf:EXPRESSION",
         ) from None
     if sniff:
         spec = spec.sniff()
@@ -464,3 +519,26 @@ def _one(keep: list[str]) -> str:
     if len(keep) != 1:
         raise ValueError("expected exactly one value")
     return keep[0]
+
+
+def _program(program: Sequence[Any]) -> tuple[tuple[int, int, int, int], ...]:
+    """Normalise and check a classic BPF program (the kernel's rules; control path)."""
+    from efvi.bpf.cbpf import Insn, check
+
+    out: list[tuple[int, int, int, int]] = []
+    try:
+        for ins in program:
+            if isinstance(ins, tuple):
+                code, jt, jf, k = ins
+            else:
+                code, jt, jf, k = ins.code, ins.jt, ins.jf, ins.k
+            t = (int(code), int(jt), int(jf), int(k) & 0xFFFFFFFF)
+            if not (0 <= t[0] <= 0xFFFF and 0 <= t[1] <= 255 and 0 <= t[2] <= 255):
+                raise ValueError(f"instruction {len(out)} {t} does not fit struct sock_filter")
+            out.append(t)
+        check([Insn(*t) for t in out])
+    except (TypeError, ValueError) as exc:
+        raise SetupError(f"bad classic BPF program: {exc}", errno=errno.EINVAL,
+                         hint="pass (code, jt, jf, k) tuples as tcpdump -dd prints them, "
+                              "or use FilterSpec.expression()") from None
+    return tuple(out)

@@ -38,6 +38,8 @@ ALU_OPS = {"add": 0x00, "sub": 0x10, "mul": 0x20, "div": 0x30, "or": 0x40, "and"
            "arsh": 0xC0}
 JMP_OPS = {"ja": 0x00, "==": 0x10, ">": 0x20, ">=": 0x30, "&": 0x40, "!=": 0x50,
            "s>": 0x60, "s>=": 0x70, "<": 0xA0, "<=": 0xB0, "s<": 0xC0, "s<=": 0xD0}
+BPF_END = 0xD0
+BPF_TO_BE = 0x08
 BPF_CALL = 0x80
 BPF_EXIT = 0x90
 BPF_PSEUDO_MAP_FD = 1
@@ -157,6 +159,13 @@ class Asm:
 
     def or_(self, dst: int, imm: int) -> None:
         self.alu("or", dst, None, imm)
+
+    def endian_be(self, dst: int, bits: int) -> None:
+        """``dst = htobe<bits>(dst)`` (``BPF_END | BPF_TO_BE``: a byte swap on
+        little-endian hosts; upper bits cleared): a network-order load → its value."""
+        if bits not in (16, 32, 64):
+            raise AsmError(f"no {bits}-bit byte swap")
+        self._emit(_Insn(BPF_ALU | BPF_END | BPF_TO_BE, _reg(dst), 0, 0, bits))
 
     # ---- memory ----------------------------------------------------------------------
     def ldx(self, size: str, dst: int, src: int, off: int) -> None:

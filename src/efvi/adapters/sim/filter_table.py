@@ -10,6 +10,10 @@
   the identical filter for a multicast one (hardware replication);
 * IP filters never match fragments;
 * every matching sniff filter gets a copy whatever happened above;
+* ``bpf`` filters (classic BPF programs, e.g. tcpdump expressions) are the last
+  level: :meth:`FilterTable.bpf_matches` evaluates them over a whole batch
+  (:func:`efvi.bpf.vector.run_batch`); a steal takes frames no table filter (nor an
+  earlier bpf steal) took, a sniff copies every frame its program accepts;
 * the kernel gets the frame if no steal filter took it and the port accepts it
   (our MAC, broadcast, or multicast) — otherwise it is a filter miss.
 
@@ -25,6 +29,10 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from efvi.bpf.vector import run_batch
 from efvi.errors import FilterExistsError
 from efvi.filters import FilterKind, FilterSpec
 from efvi.wire.classify import FrameInfo
@@ -89,16 +97,32 @@ class FilterTable:
         self._steal: dict[tuple[object, ...], list[FilterEntry]] = {}
         self._sniff: dict[tuple[object, ...], list[FilterEntry]] = {}
         self._sniff_all: list[FilterEntry] = []
+        self._bpf: list[FilterEntry] = []  # steal and sniff, in insertion order
         self.version = 0
 
     def __len__(self) -> int:
         return (sum(map(len, self._steal.values())) + sum(map(len, self._sniff.values()))
-                + len(self._sniff_all))
+                + len(self._sniff_all) + len(self._bpf))
+
+    @property
+    def has_bpf(self) -> bool:
+        """True when bpf filters are installed (the port then routes per frame)."""
+        return bool(self._bpf)
 
     def insert(self, spec: FilterSpec, targets: Sequence[Any]) -> FilterEntry:
         """Install ``spec`` for ``targets``; FilterExistsError for a duplicate unicast steal."""
         entry = FilterEntry(spec, tuple(targets))
-        if spec.kind == FilterKind.ALL:
+        if spec.kind == FilterKind.BPF:
+            for h in self._bpf:
+                if h.spec.program != spec.program:
+                    continue
+                if not spec.sniff_mode and not h.spec.sniff_mode:
+                    raise FilterExistsError(f"an identical bpf filter ({spec}) is already "
+                                            "installed on this port")
+                if set(h.targets) & set(entry.targets) and h.spec == spec:
+                    raise FilterExistsError(f"this VI already holds filter {spec}")
+            self._bpf.append(entry)
+        elif spec.kind == FilterKind.ALL:
             self._sniff_all.append(entry)
         else:
             key = _key(spec)
@@ -114,7 +138,9 @@ class FilterTable:
         return entry
 
     def remove(self, entry: FilterEntry) -> None:
-        if entry.spec.kind == FilterKind.ALL:
+        if entry.spec.kind == FilterKind.BPF:
+            self._bpf.remove(entry)
+        elif entry.spec.kind == FilterKind.ALL:
             self._sniff_all.remove(entry)
         else:
             table = self._sniff if entry.spec.sniff_mode else self._steal
@@ -187,3 +213,20 @@ class FilterTable:
                 sniff.append(e)
         return Decision(steal, tuple(sniff), not steal and port_wants,
                         not steal and not port_wants, flow_hash(info))
+
+    def bpf_matches(self, mem: npt.NDArray[np.uint8], offs: npt.NDArray[np.int64],
+                    lens: npt.NDArray[np.int64], taken: npt.NDArray[np.bool_]
+                    ) -> list[tuple[FilterEntry, npt.NDArray[np.bool_]]]:
+        """Which frames of a batch each bpf filter gets (cost: one numpy walk per program).
+
+        ``taken`` marks frames a table steal filter already took; it is updated with
+        the frames bpf steal filters take. Returns (entry, frame mask) per filter.
+        """
+        out: list[tuple[FilterEntry, npt.NDArray[np.bool_]]] = []
+        for e in self._bpf:
+            hit = run_batch(e.spec.program, mem, offs, lens) != 0
+            if not e.spec.sniff_mode:
+                hit &= ~taken
+                taken |= hit
+            out.append((e, hit))
+        return out

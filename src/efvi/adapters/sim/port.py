@@ -206,6 +206,12 @@ class SimPort:
         else:
             ts = self.clock.now_ns()
         c = self.counters
+        if self.table.has_bpf:  # per-frame programs: the batch path, for one frame
+            c["rx_packets"] += 1
+            batch = FrameBatch.from_frames([frame], np.array([ts], dtype=np.int64))
+            self._receive_bpf(batch, batch.ts, None if ln <= self.max_frame
+                              else np.ones(1, dtype=bool), *self._route(batch))
+            return
         c["rx_packets"] += 1
         d = self._decide(scalar_key(frame), lambda: frame)
         for entry in d.steal:
@@ -257,6 +263,9 @@ class SimPort:
         too_long = batch.lens > self.max_frame if int(batch.lens.max()) > self.max_frame \
             else None
         groups, decisions = self._route(batch)
+        if self.table.has_bpf:
+            self._receive_bpf(batch, ts, too_long, groups, decisions)
+            return
         if groups is None:  # one flow
             d = decisions[0]
             mcast = bool(batch.mem[int(batch.offs[0])] & 1)
@@ -289,6 +298,50 @@ class SimPort:
             self._to_kernel(batch, np.flatnonzero(kernel[groups]), ts)
         if miss.any():
             self.counters["rx_filter_miss_drops"] += int(np.count_nonzero(miss[groups]))
+
+    def _receive_bpf(self, batch: FrameBatch, ts: I64, too_long: npt.NDArray[np.bool_] | None,
+                     groups: I64 | None, decisions: list[Decision]) -> None:
+        """:meth:`receive` when bpf filters are installed: table decisions per flow, then
+        every bpf program over the whole batch (:meth:`FilterTable.bpf_matches`)."""
+        n = len(batch)
+        g = np.zeros(n, dtype=np.int64) if groups is None else groups
+        stolen = np.array([bool(d.steal) for d in decisions], dtype=bool)[g]
+        kernel = np.array([d.to_kernel for d in decisions], dtype=bool)[g]
+        miss = np.array([d.filter_miss for d in decisions], dtype=bool)[g]
+        per_vi: dict[int, tuple["SimVI", npt.NDArray[np.bool_]]] = {}
+
+        def give(vi: "SimVI", mask: npt.NDArray[np.bool_]) -> None:
+            slot = per_vi.get(id(vi))
+            if slot is None:
+                per_vi[id(vi)] = (vi, mask.copy())
+            else:
+                slot[1][:] |= mask
+
+        for j, d in enumerate(decisions):
+            for entry in d.steal + d.sniff:
+                give(_pick(entry, d.flow_hash), g == j)
+        taken = stolen.copy()
+        fh: npt.NDArray[np.int64] | None = None
+        for entry, hit in self.table.bpf_matches(batch.mem, batch.offs, batch.lens, taken):
+            if len(entry.targets) == 1:
+                give(entry.targets[0], hit)
+                continue
+            if fh is None:
+                fh = np.array([d.flow_hash for d in decisions], dtype=np.int64)[g]
+            pick = fh % len(entry.targets)
+            for t, vi in enumerate(entry.targets):
+                give(vi, hit & (pick == t))
+        bpf_stole = taken & ~stolen
+        kernel &= ~bpf_stole
+        miss &= ~bpf_stole
+        for vi, mask in per_vi.values():
+            sel = np.flatnonzero(mask)
+            if sel.size:
+                vi.dma_in(batch, sel, ts, too_long)
+        if kernel.any():
+            self._to_kernel(batch, np.flatnonzero(kernel), ts)
+        if miss.any():
+            self.counters["rx_filter_miss_drops"] += int(np.count_nonzero(miss))
 
     def _to_kernel(self, batch: FrameBatch, ksel: I64, ts: I64) -> None:
         self.counters["kernel_rx_packets"] += int(ksel.size)
