@@ -14,8 +14,7 @@ import subprocess
 from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
-from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6ND_NS, IPv6,
-                                IPv6ExtHdrHopByHop)
+from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NS, IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
@@ -125,8 +124,7 @@ def write_pcap(path: Path, frames: list[bytes]) -> None:
     """A classic pcap (µs) file: frame i at ``BASE_S + i`` seconds, full length stored."""
     with open(path, "wb") as fh:
         fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
-        for i, fr in enumerate(frames):
-            fh.write(struct.pack("<IIII", BASE_S + i, 0, len(fr), len(fr)) + fr)
+        fh.writelines(struct.pack("<IIII", BASE_S + i, 0, len(fr), len(fr)) + fr for i, fr in enumerate(frames))
 
 
 def tcpdump_matches(path: Path, expression: str) -> list[int]:

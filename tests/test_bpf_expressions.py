@@ -21,13 +21,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from bpf_corpus import EXPRESSIONS, build_frames, tcpdump_matches, write_pcap
 
 from efvi import FilterSpec, SetupError, parse_filter
 from efvi.bpf import cbpf, libpcap, syscall, translate, vector
 from efvi.bpf.libpcap import ExpressionError
 from efvi.filters import FilterKind
-
-from bpf_corpus import EXPRESSIONS, build_frames, tcpdump_matches, write_pcap
 
 pytestmark = pytest.mark.skipif(shutil.which("tcpdump") is None or not libpcap.available(),
                                 reason="needs tcpdump and libpcap0.8 (apt-get install tcpdump)")
@@ -160,3 +159,28 @@ def test_filter_spec_bpf_and_expression() -> None:
                 [(0x60, 0, 0, 1), (0x06, 0, 0, 0)], [("x", 0, 0, 0)]):
         with pytest.raises(SetupError):
             FilterSpec.bpf(bad)  # type: ignore[arg-type]
+
+
+def test_packet_socket_program_embeds_expressions(corpus: Path) -> None:
+    """The packet adapter's socket filter (the expression relocated after its preamble)
+    accepts what tcpdump does, on the frames the socket sees unchanged (no outer tag)."""
+    from efvi.adapters.packet.filter_prog import compile_filters
+    plain = [i for i, f in enumerate(FRAMES)  # (a runt has no EtherType for the preamble)
+             if len(f) >= 14 and f[12:14] not in (b"\x81\x00", b"\x88\xa8")]
+    for expression in EXPRESSIONS:
+        want = [i for i in tcpdump_matches(corpus, expression) if i in plain]
+        prog = compile_filters([FilterSpec.expression(expression, sniff=True)], snaplen=4096)
+        cbpf.check(prog)
+        got = [i for i in plain if cbpf.run(prog, FRAMES[i])]
+        assert got == want, expression
+    # hand-written programs too: ret A, ja, and scratch words the preamble also uses
+    for p in _alu_programs():
+        prog = compile_filters([FilterSpec.bpf(p, sniff=True)], snaplen=4096)
+        cbpf.check(prog)
+        ref = [bool(cbpf.run([cbpf.Insn(*i) for i in p], FRAMES[i])) for i in plain]
+        assert [bool(cbpf.run(prog, FRAMES[i])) for i in plain] == ref
+    out_only = compile_filters([FilterSpec.expression("ip", sniff=True)], direction="out")
+    meta = cbpf.SkbMeta(pkttype=cbpf.PACKET_OUTGOING)
+    assert cbpf.run(out_only, FRAMES[0], meta) and not cbpf.run(out_only, FRAMES[0])
+    both = compile_filters([FilterSpec.expression("ip", sniff=True)], direction="inout")
+    assert cbpf.run(both, FRAMES[0], meta) and cbpf.run(both, FRAMES[0])

@@ -6,13 +6,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from test_sim import received, udp
 
 from efvi import FilterSpec, MemoryRegion, ProtectionDomain, VISet
 from efvi.bpf import libpcap
 from efvi.constants import PKT_BUF_SIZE
 from efvi.testing.conformance import Endpoint, Link, collect, send, sim_link
-
-from test_sim import received, udp
 
 pytestmark = pytest.mark.skipif(not libpcap.available(), reason="needs libpcap0.8")
 

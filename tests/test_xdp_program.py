@@ -278,3 +278,23 @@ def test_verifier_rejection_carries_the_log(table: Table) -> None:
         bpf.prog_load(a.assemble(), name="bad")
     assert ei.value.errno == 13 and "invalid access to packet" in ei.value.log
     assert isinstance(ei.value, SetupError)
+
+
+@pytestmark_kernel
+def test_bpf_level_after_the_table_first_program_wins(table: Table) -> None:
+    from efvi.bpf import libpcap
+    if not libpcap.available():
+        pytest.skip("needs libpcap0.8")
+    odd = libpcap.compile_expression("udp and udp[1] & 1 = 1")  # odd source port
+    tcp_any = libpcap.compile_expression("tcp or udp dst port 7777")
+    os.close(table.prog)
+    table.prog = bpf.prog_load(build_program(report_target=True, bpf_filters=[
+        (odd, 7), (tcp_any, 9)]).assemble(table.fds))
+    assert table.run(udp(sport=1235)) == 7  # no table entries at all: bpf still runs
+    assert table.run(udp(sport=1234)) == 0
+    assert table.run(tcp(80)) == 9
+    assert table.run(udp(dport=7777, sport=1235)) == 7  # first program wins
+    assert table.run(bytes(14)) == 0  # header only: the programs' loads miss
+    table.add(FilterSpec.ip4_local("udp", IP_A, 9999), 3)
+    assert table.run(udp(sport=1235)) == 3  # the table's levels come first
+    assert table.run(udp(dport=9998, sport=1235)) == 7

@@ -523,16 +523,12 @@ def _one(keep: list[str]) -> str:
 
 def _program(program: Sequence[Any]) -> tuple[tuple[int, int, int, int], ...]:
     """Normalise and check a classic BPF program (the kernel's rules; control path)."""
-    from efvi.bpf.cbpf import Insn, check
+    from efvi.bpf.cbpf import Insn, as_tuple, check
 
     out: list[tuple[int, int, int, int]] = []
     try:
         for ins in program:
-            if isinstance(ins, tuple):
-                code, jt, jf, k = ins
-            else:
-                code, jt, jf, k = ins.code, ins.jt, ins.jf, ins.k
-            t = (int(code), int(jt), int(jf), int(k) & 0xFFFFFFFF)
+            t = as_tuple(ins)
             if not (0 <= t[0] <= 0xFFFF and 0 <= t[1] <= 255 and 0 <= t[2] <= 255):
                 raise ValueError(f"instruction {len(out)} {t} does not fit struct sock_filter")
             out.append(t)

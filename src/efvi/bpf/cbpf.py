@@ -64,6 +64,16 @@ class Insn:
         return f"{{ {self.code:#06x}, {self.jt:3d}, {self.jf:3d}, {self.k & _U32:#010x} }}"
 
 
+def as_tuple(insn: object) -> tuple[int, int, int, int]:
+    """``(code, jt, jf, k)`` of an :class:`Insn` or of a 4-tuple (``k`` as u32)."""
+    if isinstance(insn, Insn):
+        return insn.code, insn.jt, insn.jf, insn.k & _U32
+    if isinstance(insn, tuple) and len(insn) == 4:
+        c, jt, jf, k = insn
+        return int(c), int(jt), int(jf), int(k) & _U32
+    raise TypeError(f"not a classic BPF instruction: {insn!r}")
+
+
 def pack_program(prog: Sequence[Insn]) -> bytes:
     """The ``sock_filter`` array the kernel copies from ``sock_fprog.filter``."""
     return b"".join(i.pack() for i in prog)

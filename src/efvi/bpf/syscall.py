@@ -33,6 +33,7 @@ BPF_PROG_LOAD = 5
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_LINK_CREATE = 28
+BPF_LINK_UPDATE = 29
 
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
@@ -179,6 +180,12 @@ def link_create(prog_fd: int, ifindex: int, flags: int, attach_type: int = BPF_X
     """Attach ``prog_fd`` to ``ifindex`` through a bpf_link; returns the link fd."""
     attr = _attr("<IIII", prog_fd, ifindex, attach_type, flags)
     return sys_bpf(BPF_LINK_CREATE, attr, "link create (XDP attach)")
+
+
+def link_update(link_fd: int, new_prog_fd: int) -> None:
+    """Swap the program behind a bpf_link for ``new_prog_fd`` atomically (no gap)."""
+    attr = _attr("<IIII", link_fd, new_prog_fd, 0, 0)
+    sys_bpf(BPF_LINK_UPDATE, attr, "link update (XDP program swap)")
 
 
 def prog_fd_by_id(prog_id: int) -> int:

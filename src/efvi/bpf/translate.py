@@ -30,8 +30,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from efvi.bpf.ebpf import (FP, R0, R1, R2, R3, R4, R5, R6, R7, R8, XDP_DROP, XDP_MD_DATA,
-                           XDP_MD_DATA_END, XDP_PASS, Asm)
+from efvi.bpf.cbpf import as_tuple
+from efvi.bpf.ebpf import (
+    FP,
+    R0,
+    R1,
+    R2,
+    R3,
+    R4,
+    R5,
+    R6,
+    R7,
+    R8,
+    XDP_DROP,
+    XDP_MD_DATA,
+    XDP_MD_DATA_END,
+    XDP_PASS,
+    Asm,
+)
 
 RA, RX = R2, R3
 _T, _P, _E = R1, R4, R5
@@ -45,14 +61,6 @@ _ALU = {0x00: "add", 0x10: "sub", 0x20: "mul", 0x30: "div", 0x40: "or", 0x50: "a
         0x60: "lsh", 0x70: "rsh", 0x90: "mod", 0xA0: "xor"}
 
 
-def _insn(i: object) -> tuple[int, int, int, int]:
-    if isinstance(i, tuple):
-        c, jt, jf, k = i
-        return int(c), int(jt), int(jf), int(k) & 0xFFFFFFFF
-    return (int(getattr(i, "code")), int(getattr(i, "jt")), int(getattr(i, "jf")),
-            int(getattr(i, "k")) & 0xFFFFFFFF)
-
-
 def _dead_end(code: int, k: int) -> bool:
     """True for an instruction that ends the program with 0 on every frame."""
     cls, mode, size = code & 0x07, code & 0xE0, code & 0x18
@@ -64,7 +72,7 @@ def _dead_end(code: int, k: int) -> bool:
 
 def reachable(prog: Sequence[object]) -> list[bool]:
     """Which instructions some path reaches (the verifier rejects unreachable code)."""
-    insns = [_insn(i) for i in prog]
+    insns = [as_tuple(i) for i in prog]
     seen = [False] * len(insns)
     if insns:
         seen[0] = True
@@ -94,7 +102,7 @@ def emit_cbpf(a: Asm, prog: Sequence[object], *, match: str, miss: str, scratch:
     Instructions no path reaches are left out. Raises ValueError for an instruction
     classic BPF does not have.
     """
-    insns = [_insn(i) for i in prog]
+    insns = [as_tuple(i) for i in prog]
     n = len(insns)
     live = reachable(insns)
     used = {match: False, miss: False}

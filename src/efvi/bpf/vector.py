@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from efvi.bpf.cbpf import as_tuple
+
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -34,14 +36,6 @@ _M32 = np.uint64(0xFFFFFFFF)
 _MEMWORDS = 16
 
 
-def _tuple(insn: object) -> tuple[int, int, int, int]:
-    if isinstance(insn, tuple):
-        c, jt, jf, k = insn
-        return int(c), int(jt), int(jf), int(k) & 0xFFFFFFFF
-    return (int(getattr(insn, "code")), int(getattr(insn, "jt")), int(getattr(insn, "jf")),
-            int(getattr(insn, "k")) & 0xFFFFFFFF)
-
-
 def run_batch(prog: Sequence[object], mem: U8, offs: I64, lens: I64) -> U64:
     """The classic BPF result for each frame ``mem[offs[i]:offs[i]+lens[i]]``.
 
@@ -49,7 +43,7 @@ def run_batch(prog: Sequence[object], mem: U8, offs: I64, lens: I64) -> U64:
     (:class:`efvi.bpf.cbpf.Insn`). Returns uint64 results (0 = drop). Cost: a few numpy
     operations per instruction reached by some frame; no Python loop over frames.
     """
-    insns = [_tuple(i) for i in prog]
+    insns = [as_tuple(i) for i in prog]
     n = int(offs.shape[0])
     result = np.zeros(n, dtype=np.uint64)
     if n == 0 or not insns:

@@ -342,6 +342,34 @@ class AdapterConformance:
                 time.sleep(0.01)
             assert link.kernel_rx_count() - before >= 8, "the kernel did not get its frames"
 
+    def test_bpf_expression_filter(self, link: Link, eps: tuple[Endpoint, Endpoint]) -> None:
+        """A tcpdump expression (libpcap's classic BPF) as a filter: only what it accepts
+        arrives; a steal leaves the rest to the kernel, and removing it stops delivery."""
+        from efvi.bpf import libpcap
+        if not libpcap.available():
+            pytest.skip("needs libpcap0.8 (apt-get install libpcap0.8)")
+        tx, rx = eps
+        port = self.port + 11
+        # the payload starts with a big-endian u64 sequence number: udp[15] is its low byte
+        expr = f"udp dst port {port} and udp[15] & 1 = 1"
+        cookie = rx.vi.filter_add(spec_for(link, FilterSpec.expression(expr)))
+        rx.post(range(64))
+        before = link.kernel_rx_count() if link.kernel_rx_count else 0
+        send(tx, frames(link, 20, port) + frames(link, 4, port + 1))
+        got = collect(rx.vi, 10, link.timeout, quiet=0.05)
+        ofs = got[0][5] if got else 0
+        assert sorted(payload_seq(rx, r, ofs) for _, r, _, _, _, _ in got) == list(range(1, 20, 2))
+        if link.kernel_rx_count is not None:
+            want = 14 if link.rx.capabilities.steal else 24
+            deadline = time.monotonic() + link.timeout
+            while link.kernel_rx_count() - before < want and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            assert link.kernel_rx_count() - before == want
+        rx.vi.filter_del(cookie)
+        send(tx, frames(link, 4, port))
+        assert collect(rx.vi, 1, 0.3) == []
+
     def test_no_descriptor_drops_are_counted(self, link: Link,
                                              eps: tuple[Endpoint, Endpoint]) -> None:
         tx, rx = eps

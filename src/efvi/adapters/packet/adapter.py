@@ -1,6 +1,11 @@
 """The ``packet`` adapter: ef_vi over AF_PACKET ``TPACKET_V2`` rings (sniff semantics).
 
-``Driver.open("packet:IFNAME[?ring=N&snaplen=N&ts=auto|sw|hw&qdisc=0|1]")``.
+``Driver.open("packet:IFNAME[?ring=N&snaplen=N&ts=auto|sw|hw&qdisc=0|1&dir=in|out|inout]")``.
+
+``dir`` picks which frames the VIs' filters see: received ones (``in``, the default,
+what a NIC's RX filters see), the ones this host sends (``out``: ``PACKET_OUTGOING``,
+as ``tcpdump -Q out``) or both; sent frames carry :data:`RX_FLAG_OUTGOING` in their
+RX events' ``flags``.
 
 Each VI owns one AF_PACKET socket bound to the interface, with an mmap'ed RX ring
 (``ring`` slots; by default 4 MiB of them — 2048 for a 1500-byte MTU — or as many as
@@ -91,7 +96,8 @@ from collections.abc import Sequence
 from efvi import netutil
 from efvi.adapters.base import Adapter, Capabilities, HwVI, InterfaceInfo
 from efvi.adapters.packet import ring
-from efvi.adapters.packet.filter_prog import MISMATCH_KINDS
+from efvi.adapters.packet._common import RX_FLAG_OUTGOING
+from efvi.adapters.packet.filter_prog import DIRECTIONS, MISMATCH_KINDS
 from efvi.adapters.packet.pd import PacketPD, _FilterHandle
 from efvi.adapters.packet.vi import PacketVI
 from efvi.constants import MAX_TX_FRAME
@@ -152,6 +158,10 @@ class PacketAdapter(Adapter):
         self.snaplen = _int_opt(options, "snaplen", min(self.mtu, 9216) + 18, 64, 65535 + 18)
         self.ring_slots = _int_opt(options, "ring", 0, 2, 1 << 22)
         self.qdisc_bypass = options.get("qdisc", "0") not in ("1", "yes", "true")
+        self.direction = options.get("dir", "in")
+        if self.direction not in DIRECTIONS:
+            raise SetupError(f"bad dir={self.direction!r}", errno=errno.EINVAL,
+                             hint="use dir=in (received frames), out (sent) or inout")
         ts = options.get("ts", "auto")
         if ts not in ("auto", "sw", "hw"):
             raise SetupError(f"bad ts={ts!r}", errno=errno.EINVAL, hint="use ts=auto|sw|hw")

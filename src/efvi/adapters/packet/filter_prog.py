@@ -20,7 +20,8 @@ leaves in scratch memory:
 * ``M[2]`` — the outer VLAN id, or ``0x10000`` when the frame is untagged.
 
 The preamble also drops ``PACKET_OUTGOING`` frames (what the host itself sends; a
-NIC's RX filters never see them). Each filter then becomes one *block*: a run of
+NIC's RX filters never see them) — unless the adapter was opened with ``dir=out``
+(only those) or ``dir=inout`` (both), as ``tcpdump -Q`` picks directions. Each filter then becomes one *block*: a run of
 tests that jump to the next block on a mismatch and end in ``ret #-1`` (accept the
 whole frame). Blocks are OR-ed in the order given; the last instruction is
 ``ret #0``. A VI with ``unicast_mismatch``/``multicast_mismatch`` filters gets, after
@@ -42,6 +43,14 @@ Kind by kind (all also check ``M[2]`` when the spec has a VLAN):
   has joined (``kernel_mcast``, a snapshot the adapter reads from
   ``/proc/net/dev_mcast``).
 * ``ALL`` (port sniff): every incoming frame.
+* ``bpf``: the spec's own classic BPF program (e.g. a tcpdump expression compiled by
+  libpcap), relocated into a block: it starts with ``A = X = 0``, its ``ret #k≠0`` /
+  ``ret A≠0`` accept, ``ret #0`` goes on to the next block. bpf blocks come last,
+  after the mismatch blocks (they may overwrite the preamble's scratch words), and
+  mismatch exclusion ignores them — as in the sim table, bpf is the lowest level.
+  The program sees the frame as the socket does: the outer VLAN tag removed (as a
+  live ``tcpdump`` on Linux sees it; ``vlan`` in a file-style expression then only
+  matches a QinQ inner tag).
 
 Programs longer than :data:`BPF_MAXINSNS` (4096) raise :class:`SetupError` with the
 fix (fewer filters on one VI, or the xdp adapter).
@@ -53,8 +62,8 @@ import errno
 import struct
 from collections.abc import Iterable, Sequence
 
-from efvi.bpf.cbpf import (ACCEPT, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_JA, BPF_JMP, BPF_K,
-                           BPF_LD, BPF_LDX, BPF_LSH, BPF_MAXINSNS, BPF_MISC, BPF_RET, BPF_ST,
+from efvi.bpf.cbpf import (ACCEPT, BPF_A, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_JA,
+                           BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_LSH, BPF_MAXINSNS, BPF_MISC, BPF_RET, BPF_ST,
                            BPF_TAX, BPF_TXA, BPF_W, BPF_X, BPF_IMM, PACKET_OTHERHOST,
                            PACKET_OUTGOING, SKF_AD_PKTTYPE, SKF_AD_VLAN_TAG,
                            SKF_AD_VLAN_TAG_PRESENT, Asm, Insn, Target)
@@ -69,11 +78,15 @@ _M_L3, _M_ETYPE, _M_VID = 0, 1, 2
 
 
 # ---- preamble and blocks ---------------------------------------------------------------
-def _preamble() -> list[Insn]:
+def _preamble(direction: str = "in") -> list[Insn]:
     a = Asm()
-    a.ld_anc(SKF_AD_PKTTYPE)
-    a.jeq(PACKET_OUTGOING, 0, 1)
-    a.ret(0)  # here, not at the end: the kernel's scratch-memory check is linear
+    if direction != "inout":
+        a.ld_anc(SKF_AD_PKTTYPE)
+        if direction == "out":
+            a.jeq(PACKET_OUTGOING, 1, 0)
+        else:
+            a.jeq(PACKET_OUTGOING, 0, 1)
+        a.ret(0)  # here, not at the end: the kernel's scratch-memory check is linear
     a.ld_anc(SKF_AD_VLAN_TAG_PRESENT)
     a.jeq(0, "noanc", 0)
     a.ld_anc(SKF_AD_VLAN_TAG)
@@ -221,31 +234,76 @@ def _block(spec: FilterSpec, result: int, kernel_mcast: Sequence[bytes]) -> list
 
 
 MISMATCH_KINDS = frozenset({FilterKind.UNICAST_MISMATCH, FilterKind.MULTICAST_MISMATCH})
+DIRECTIONS = ("in", "out", "inout")
+
+
+def _bpf_block(program: Sequence[tuple[int, int, int, int]], result: int) -> list[Insn]:
+    """A spec's own program as a block (see the module doc): jumps relocated."""
+    size = [3 if c & 0x07 == BPF_RET and c & 0x18 == BPF_A else 1 for c, _, _, _ in program]
+    start = [2]
+    for n in size:
+        start.append(start[-1] + n)
+    end = start[-1]  # the first instruction after the block
+    out = [Insn(BPF_LD | BPF_IMM, 0, 0, 0), Insn(BPF_LDX | BPF_IMM, 0, 0, 0)]
+    for i, (code, jt, jf, k) in enumerate(program):
+        pos = len(out)
+        cls, op = code & 0x07, code & 0xF0
+        if cls == BPF_RET:
+            if code & 0x18 == BPF_A:
+                out += [Insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0),
+                        Insn(BPF_JMP | BPF_JA, 0, 0, end - (pos + 2)),
+                        Insn(BPF_RET | BPF_K, 0, 0, result)]
+            elif k:
+                out.append(Insn(BPF_RET | BPF_K, 0, 0, result))
+            else:
+                out.append(Insn(BPF_JMP | BPF_JA, 0, 0, end - (pos + 1)))
+        elif cls == BPF_JMP and op == BPF_JA:
+            out.append(Insn(code, 0, 0, start[i + 1 + k] - (pos + 1)))
+        elif cls == BPF_JMP:
+            t, f = start[i + 1 + jt] - (pos + 1), start[i + 1 + jf] - (pos + 1)
+            if t > 255 or f > 255:
+                raise SetupError(f"the classic BPF program ({len(program)} instructions) has a "
+                                 "jump too long to embed in the socket filter",
+                                 errno=errno.E2BIG, hint="use a shorter expression")
+            out.append(Insn(code, t, f, k))
+        else:
+            out.append(Insn(code, jt, jf, k))
+    return out
 
 
 def compile_filters(specs: Iterable[FilterSpec], *, others: Iterable[FilterSpec] = (),
-                    kernel_mcast: Sequence[bytes] = (), snaplen: int = ACCEPT) -> list[Insn]:
+                    kernel_mcast: Sequence[bytes] = (), snaplen: int = ACCEPT,
+                    direction: str = "in") -> list[Insn]:
     """One program accepting frames that match any of ``specs`` (control path).
 
     ``others`` are the filters of *other* VIs on the interface: they are excluded
     from this VI's mismatch filters. ``kernel_mcast`` are the 6-byte multicast MACs
-    the kernel has joined (excluded from ``multicast_mismatch``). A VI without
-    filters gets ``ret #0`` (receives nothing). Raises SetupError beyond 4096 insns.
+    the kernel has joined (excluded from ``multicast_mismatch``). ``direction``
+    (``in``, ``out``, ``inout``) picks received and/or sent (``PACKET_OUTGOING``)
+    frames. A VI without filters gets ``ret #0`` (receives nothing). Raises
+    SetupError beyond 4096 insns.
     """
+    if direction not in DIRECTIONS:
+        raise SetupError(f"unknown direction {direction!r}", errno=errno.EINVAL,
+                         hint="use in, out or inout")
     own = list(dict.fromkeys(specs))
     if not own:
         return [Insn(BPF_RET | BPF_K, 0, 0, 0)]
-    prog = _preamble()
-    plain = [s for s in own if s.kind not in MISMATCH_KINDS]
+    prog = _preamble(direction)
+    plain = [s for s in own if s.kind not in MISMATCH_KINDS and s.kind != FilterKind.BPF]
     mism = [s for s in own if s.kind in MISMATCH_KINDS]
     for s in plain:
         prog += _block(s, snaplen, kernel_mcast)
     if mism:
-        for s in dict.fromkeys(o for o in others if o.kind not in MISMATCH_KINDS):
+        for s in dict.fromkeys(o for o in others
+                               if o.kind not in MISMATCH_KINDS and o.kind != FilterKind.BPF):
             if s not in plain:
                 prog += _block(s, 0, kernel_mcast)
         for s in mism:
             prog += _block(s, snaplen, kernel_mcast)
+    for s in own:
+        if s.kind == FilterKind.BPF:
+            prog += _bpf_block(s.program, snaplen)
     prog.append(Insn(BPF_RET | BPF_K, 0, 0, 0))
     if len(prog) > BPF_MAXINSNS:
         raise SetupError(

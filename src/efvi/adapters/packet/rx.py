@@ -15,7 +15,8 @@ import numpy.typing as npt
 
 from efvi.adapters.base import U32Array, U64Array
 from efvi.adapters.packet import ring
-from efvi.adapters.packet._common import (_CONT, _MCAST, _NODESC, _OFF_MASK, _REGION_SHIFT, _RX,
+from efvi.adapters.packet._common import (_CONT, _MCAST, _NODESC, _OFF_MASK, _OUT,
+                                          _PACKET_OUTGOING, _PKTTYPE_OFF, _REGION_SHIFT, _RX,
                                           _RXD, _SCAN, _SOP)
 from efvi.adapters.packet.vibase import PacketVIBase
 from efvi.adapters.sim.dma import scatter
@@ -119,6 +120,9 @@ class RxPath(PacketVIBase):
         ev["type"] = _RX
         ev["subtype"] = 0
         ev["flags"] = _SOP | ((first & 1).astype(np.uint16) * _MCAST)
+        if self.adapter.direction != "in":  # mark what this host sent
+            out = r.mem[np.arange(cur, cur + n, dtype=np.int64) * r.fs + _PKTTYPE_OFF]
+            ev["flags"] |= (out == _PACKET_OUTGOING).astype(np.uint16) * _OUT
         ev["q_id"] = self.q_id
         ev["ofs"] = 0
         ev["rq_id"] = self._d_id[didx]
@@ -166,6 +170,8 @@ class RxPath(PacketVIBase):
                 taken += 1
                 continue
             mcast = _MCAST if snap and frame[0] & 1 else 0
+            if int(r.mem[slot * r.fs + _PKTTYPE_OFF]) == _PACKET_OUTGOING:
+                mcast |= _OUT  # rides with the SOP flags: this host sent it
             if snap < length:  # the ring cut it (longer than snaplen): TRUNC discard
                 addr, rq_id = desc
                 self._copy(addr, frame, 0)

@@ -82,6 +82,7 @@ class PacketVIBase(HwVI):
         others = a._others_for(self) if any(s.kind in MISMATCH_KINDS
                                             for s in self.specs) else []
         prog = compile_filters(self.specs, others=others, snaplen=a.snaplen,
+                               direction=a.direction,
                                     kernel_mcast=a.kernel_mcast() if others or any(
                                         s.kind == FilterKind.MULTICAST_MISMATCH
                                         for s in self.specs) else ())

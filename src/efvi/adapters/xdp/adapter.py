@@ -25,7 +25,10 @@ Model mapping:
   ``tx.py`` the data path; ``vi.py`` assembles the VI; ``link.py``/``program.py`` the
   interface program; ``xsk.py`` the AF_XDP socket and rings.
 * **Filters** are entries of the interface program's BPF hash table
-  (:mod:`efvi.adapters.xdp.program`). Steal only (sniff → UnsupportedError naming
+  (:mod:`efvi.adapters.xdp.program`); ``bpf`` filters (classic BPF, e.g. a tcpdump
+  expression) are translated to eBPF inside the program itself, after the table's
+  levels, so adding or removing one loads a new program and swaps it in through the
+  bpf_link (the maps, sockets and other filters stay). Steal only (sniff → UnsupportedError naming
   ``packet``). An identical filter already installed → FilterExistsError; for a
   multicast destination held by another VI → UnsupportedError: XDP redirects a frame
   to exactly one socket, so **multicast replication across VIs is not supported** on

@@ -25,11 +25,13 @@ Ownership rules (control path):
 from __future__ import annotations
 
 import atexit
+import itertools
 import errno as _errno
 import os
 import signal
 import struct
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from efvi.bpf import syscall as bpf
@@ -108,6 +110,9 @@ class InterfaceProgram:
         self.ts = ts
         self.hw_kfunc = False  # the RX-timestamp kfunc variant is attached
         self.hw_note = ""  # why it is not (empty when it is)
+        self._kfunc_id: int | None = None
+        self.bpf_filters: dict[int, tuple[Sequence[object], int]] = {}  # token -> (prog, target)
+        self._bpf_ids = itertools.count(1)
         try:
             self._check_owner(force)
             self._create_maps()
@@ -190,9 +195,58 @@ class InterfaceProgram:
                                           "efvi_xsks")
 
     def _load(self) -> None:
-        code = build_program().assemble(self.fds)
+        code = build_program(bpf_filters=self._bpf_list()).assemble(self.fds)
         self.prog_fd = bpf.prog_load(code, name=f"efvi_{os.getpid()}")
         self.prog_id = int(bpf.prog_info(self.prog_fd)["id"])
+
+    # ---- bpf filters: part of the program, so a change loads a new one -----------------
+    def _bpf_list(self) -> list[tuple[Sequence[object], int]]:
+        return [(prog, target) for prog, target in self.bpf_filters.values()]
+
+    def add_bpf(self, program: Sequence[object], target: int) -> int:
+        """Add a classic BPF filter (the bpf level) for ``target``; returns its token.
+
+        Builds, loads (the verifier checks the translation) and swaps in a new program;
+        on any failure the running program and the filter list are left as they were.
+        """
+        token = next(self._bpf_ids)
+        self.bpf_filters[token] = (program, target)
+        try:
+            self._reload()
+        except BaseException:
+            del self.bpf_filters[token]
+            raise
+        return token
+
+    def remove_bpf(self, token: int) -> None:
+        if self.bpf_filters.pop(token, None) is not None and self.prog_fd >= 0:
+            self._reload()
+
+    def _reload(self) -> None:
+        """Load the program for the current bpf filters and put it in place of the old."""
+        name = f"efvi_{os.getpid()}"
+        if self.hw_kfunc and self._kfunc_id is not None:
+            code = build_program(rx_ts_kfunc=self._kfunc_id,
+                                 bpf_filters=self._bpf_list()).assemble(self.fds)
+            with self.netns.enter():  # prog_ifindex is looked up in the caller's netns
+                fd = bpf.prog_load(code, name=name, prog_flags=bpf.BPF_F_XDP_DEV_BOUND_ONLY,
+                                   ifindex=self.ifindex)
+        else:
+            code = build_program(bpf_filters=self._bpf_list()).assemble(self.fds)
+            fd = bpf.prog_load(code, name=name)
+        try:
+            if self.via == "bpf_link":
+                bpf.link_update(self.link_fd, fd)
+            elif self.via == "netlink":
+                with self.netns.enter():
+                    xnl.set_xdp(self.ifindex, fd, xnl.MODE_FLAGS[self.mode])
+        except BaseException:
+            os.close(fd)
+            raise
+        old, self.prog_fd = self.prog_fd, fd
+        self.prog_id = int(bpf.prog_info(fd)["id"])
+        if old >= 0:
+            os.close(old)
 
     def _load_hw_variant(self, mode: str, ts: str) -> bool:
         """Load and attach (drv, bpf_link) the RX-timestamp kfunc variant; False if not.
@@ -214,7 +268,9 @@ class InterfaceProgram:
             self.hw_note = (f"the kernel has no {RX_TS_KFUNC} kfunc in "
                             f"{bpf.VMLINUX_BTF} (needs Linux >= 6.3 with BTF)")
         else:
-            code = build_program(rx_ts_kfunc=btf_id).assemble(self.fds)
+            self._kfunc_id = btf_id
+            code = build_program(rx_ts_kfunc=btf_id,
+                                 bpf_filters=self._bpf_list()).assemble(self.fds)
             try:
                 self.prog_fd = bpf.prog_load(code, name=f"efvi_{os.getpid()}",
                                              prog_flags=bpf.BPF_F_XDP_DEV_BOUND_ONLY,

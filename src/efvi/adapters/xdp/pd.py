@@ -17,7 +17,7 @@ from efvi.adapters.xdp.program import TableKind, presence_bit, spec_key
 from efvi.adapters.xdp.vi import XdpVI
 from efvi.adapters.xdp.xsk import CHUNK_SIZE, XskSocket
 from efvi.errors import FilterExistsError, SetupError, UnsupportedError
-from efvi.filters import FilterSpec
+from efvi.filters import FilterKind, FilterSpec
 
 if TYPE_CHECKING:
     from efvi.adapters.xdp.adapter import XdpAdapter
@@ -126,8 +126,10 @@ class XdpPD(HwProtectionDomain):
     # ---- filters -----------------------------------------------------------------------
     def filter_add(self, spec: FilterSpec, targets: Sequence[HwVI]) -> object:
         prog = self.adapter.program
-        kind, key = spec_key(spec)
         vis = [t for t in targets if isinstance(t, XdpVI)]
+        if spec.kind == FilterKind.BPF:
+            return self._bpf_add(spec, vis)
+        kind, key = spec_key(spec)
         existing = prog.filters.get(key)
         if existing is not None:
             if spec.is_multicast and existing[0] not in {v.target for v in vis}:
@@ -160,11 +162,45 @@ class XdpPD(HwProtectionDomain):
             raise
         return (key, bit, group, tuple(vis))
 
-    def filter_del(self, handle: object) -> None:
-        key, bit, group, vis = cast("tuple[bytes, int, int | None, tuple[XdpVI, ...]]",
-                                    handle)
+    def _bpf_add(self, spec: FilterSpec, vis: list[XdpVI]) -> object:
+        """A classic BPF filter: translated into the interface program (a reload)."""
         prog = self.adapter.program
-        prog.remove(key, bit)
+        if spec.sniff_mode:
+            raise UnsupportedError(f"the xdp adapter cannot install filter {spec}: it steals "
+                                   "frames only; use the packet adapter to sniff")
+        if any(p == spec.program for p, _ in prog.bpf_filters.values()):
+            raise FilterExistsError(f"filter {spec} is already installed on "
+                                    f"{self.adapter.iface}")
+        group = None
+        if len(vis) == 1:
+            target = vis[0].target
+        else:
+            group = prog.alloc_target()
+            target = group
+        try:
+            for v in vis:
+                if group is not None:
+                    v.join_group(group)
+                v.ensure_sockets()
+            token = prog.add_bpf(spec.program, target)
+        except BaseException:
+            if group is not None:
+                for v in vis:
+                    v.leave_group(group)
+                prog.free_target(group)
+            raise
+        return ("bpf", token, group, tuple(vis))
+
+    def filter_del(self, handle: object) -> None:
+        prog = self.adapter.program
+        if isinstance(handle, tuple) and handle[0] == "bpf":
+            _, token, group, vis = cast("tuple[str, int, int | None, tuple[XdpVI, ...]]",
+                                        handle)
+            prog.remove_bpf(token)
+        else:
+            key, bit, group, vis = cast("tuple[bytes, int, int | None, tuple[XdpVI, ...]]",
+                                        handle)
+            prog.remove(key, bit)
         if group is not None:
             for v in vis:
                 v.leave_group(group)

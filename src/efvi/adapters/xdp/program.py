@@ -41,12 +41,14 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Sequence
 from enum import IntEnum
 
 from efvi.bpf.ebpf import (FP, HELPER_KTIME_GET_NS, HELPER_MAP_LOOKUP,
                                    HELPER_REDIRECT_MAP, HELPER_XDP_ADJUST_META, R0, R1, R2,
                                    R3, R4, R6, R7, R8, R9, XDP_MD_DATA, XDP_MD_DATA_END,
                                    XDP_MD_DATA_META, XDP_MD_RX_QUEUE_INDEX, XDP_PASS, Asm)
+from efvi.bpf.translate import emit_cbpf
 from efvi.errors import UnsupportedError
 from efvi.filters import FilterKind, FilterSpec
 
@@ -169,6 +171,7 @@ S_LIP = -96  # 16 bytes
 S_RIP = -112  # 16 bytes
 S_ZERO = -120  # u32 0: the config map key
 S_TS = -128  # u64: the kfunc's hardware timestamp
+S_CBPF = -192  # 64 bytes: the scratch words M[0..15] of translated classic BPF filters
 
 ETH_P_8021Q_RAW = 0x0081  # 0x8100 as a little-endian 16-bit load sees it
 ETH_P_8021AD_RAW = 0xA888
@@ -238,8 +241,16 @@ def _lookup_both(a: Asm, kind: TableKind) -> None:
 
 
 def build_program(timestamps: bool = True, report_target: bool = False,
-                  rx_ts_kfunc: int | None = None) -> Asm:
+                  rx_ts_kfunc: int | None = None,
+                  bpf_filters: Sequence[tuple[Sequence[object], int]] = ()) -> Asm:
     """The filter-table XDP program (maps: config, ftable, kmacs, xsks).
+
+    ``bpf_filters`` are (classic BPF program, target) pairs, tried in order after
+    every table kind (the ``bpf`` filter level): each program is translated to eBPF
+    in place (:func:`efvi.bpf.translate.emit_cbpf`, its 64 scratch bytes at
+    :data:`S_CBPF`); the first that accepts the frame redirects it to its target.
+    Changing them means building and loading a new program (the link is updated in
+    place, the maps stay).
 
     ``report_target`` (tests only) makes a hit return ``REPORT_BASE + target`` instead
     of redirecting, so ``BPF_PROG_TEST_RUN`` shows which filter won. ``rx_ts_kfunc``
@@ -248,6 +259,7 @@ def build_program(timestamps: bool = True, report_target: bool = False,
     attached in native (drv) mode.
     """
     a = Asm()
+    nomatch = "bpf" if bpf_filters else "pass"  # where a frame no table filter took goes
     a.movr(R6, R1)  # r6 = ctx for the whole program
     for off in range(S_ZERO, K, 8):
         a.st("dw", FP, off, 0)
@@ -256,16 +268,16 @@ def build_program(timestamps: bool = True, report_target: bool = False,
     a.movr(R2, FP)
     a.add(R2, S_ZERO)
     a.call(HELPER_MAP_LOOKUP)
-    a.jif(R0, "==", 0, "pass")
+    a.jif(R0, "==", 0, nomatch)
     a.ldx("dw", R9, R0, 0)
-    a.jif(R9, "==", 0, "pass")
+    a.jif(R9, "==", 0, nomatch)
 
     # ---- Ethernet and VLAN tags ----
     a.ldx("w", R7, R6, XDP_MD_DATA)
     a.ldx("w", R8, R6, XDP_MD_DATA_END)
     a.movr(R2, R7)
     a.add(R2, 14)
-    a.jif(R2, ">", R8, "pass", reg=True)
+    a.jif(R2, ">", R8, nomatch, reg=True)
     a.ldx("b", R1, R7, 0)
     a.and_(R1, 1)
     a.stx("b", FP, S_MCAST, R1)
@@ -282,7 +294,7 @@ def build_program(timestamps: bool = True, report_target: bool = False,
     a.label("vlan1")
     a.movr(R2, R7)
     a.add(R2, 18)
-    a.jif(R2, ">", R8, "pass", reg=True)
+    a.jif(R2, ">", R8, nomatch, reg=True)
     a.ldx("h", R3, R7, 14)
     a.and_(R3, VLAN_VID_MASK_RAW)
     a.stx("h", FP, S_VLAN, R3)
@@ -296,7 +308,7 @@ def build_program(timestamps: bool = True, report_target: bool = False,
     a.label("vlan2")
     a.movr(R2, R7)
     a.add(R2, 22)
-    a.jif(R2, ">", R8, "pass", reg=True)
+    a.jif(R2, ">", R8, nomatch, reg=True)
     a.ldx("h", R1, R7, 20)
     a.movr(R4, R7)
     a.add(R4, 22)
@@ -393,7 +405,7 @@ def build_program(timestamps: bool = True, report_target: bool = False,
                 | presence_bit(TableKind.MCAST_MIS, True))
     a.movr(R1, R9)
     a.and_(R1, mis_bits)
-    a.jif(R1, "==", 0, "pass")
+    a.jif(R1, "==", 0, nomatch)
     a.st("dw", FP, K, 0)
     a.ldx("w", R1, FP, S_MAC)
     a.stx("w", FP, K, R1)
@@ -403,25 +415,46 @@ def build_program(timestamps: bool = True, report_target: bool = False,
     a.movr(R2, FP)
     a.add(R2, K)
     a.call(HELPER_MAP_LOOKUP)
-    a.jif(R0, "!=", 0, "pass")
+    a.jif(R0, "!=", 0, nomatch)
     a.ldx("b", R1, FP, S_MCAST)
     a.jif(R1, "!=", 0, "mc_mis")
     _lookup_both(a, TableKind.UCAST_MIS)
-    a.jmp("pass")
+    a.jmp(nomatch)
     a.label("mc_mis")
     _lookup_both(a, TableKind.MCAST_MIS)
-    a.jmp("pass")
+    a.jmp(nomatch)
 
-    # ---- a hit: r0 = &target ----
+    # ---- the bpf level: translated classic BPF programs, first match wins ----
+    if bpf_filters:
+        a.label("bpf")
+        a.ldx("w", R7, R6, XDP_MD_DATA)
+        a.ldx("w", R8, R6, XDP_MD_DATA_END)
+        for j, (prog, target) in enumerate(bpf_filters):
+            nxt = f"bpf{j + 1}" if j + 1 < len(bpf_filters) else "pass"
+            to_hit, to_miss = emit_cbpf(a, prog, match=f"bpfhit{j}", miss=nxt,
+                                        scratch=S_CBPF, prefix=f"c{j}_")
+            if to_hit:
+                a.label(f"bpfhit{j}")
+                a.mov(R7, target)
+                a.jmp("hit_target")
+            if not to_miss:
+                break  # it accepts every frame: the programs after it never run
+            if j + 1 < len(bpf_filters):
+                a.label(nxt)
+                a.ldx("w", R7, R6, XDP_MD_DATA)
+                a.ldx("w", R8, R6, XDP_MD_DATA_END)
+
+    # ---- a hit: r0 = &target (table), or r7 = target (bpf) ----
     a.label("hit")
+    a.ldx("w", R7, R0, 0)
+    a.label("hit_target")
     if report_target:
-        a.ldx("w", R0, R0, 0)
+        a.movr(R0, R7)
         a.add(R0, REPORT_BASE)
         a.exit()
         a.label("pass")
         a.ret(XDP_PASS)
         return a
-    a.ldx("w", R7, R0, 0)
     a.ldx("w", R2, R6, XDP_MD_RX_QUEUE_INDEX)
     a.jif(R2, ">=", MAX_QUEUES, "pass")
     a.lsh(R7, 6)
