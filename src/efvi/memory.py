@@ -5,6 +5,15 @@ A :class:`MemoryRegion` is a page-aligned anonymous mapping, a multiple of the
 (``MADV_HUGEPAGE``), locked in RAM (``mlock``; required by adapters that DMA into
 it, best effort on ``sim``), excluded from fork copies (``MADV_DONTFORK``) and
 registered with one protection domain. Every VI of that PD can post its buffers.
+
+As in ef_vi, where the same memory may be given to ``ef_memreg_alloc`` once per PD,
+:meth:`MemoryRegion.share` registers a region's memory with another PD (of another
+interface of the same adapter kind) and returns that PD's ``ef_memreg``: a second
+:class:`MemoryRegion` over the *same bytes* with its own DMA addresses. A frame
+received into buffer ``k`` by a VI of the first PD can be transmitted from buffer
+``k`` by a VI of the second without a copy (``efvi forward``). Translate with
+``other.dma_base + (addr - self.dma_base)``. The mapping stays alive until every
+region sharing it is closed.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from efvi.constants import PKT_BUF_SIZE
-from efvi.errors import ClosedError, SetupError
+from efvi.errors import ClosedError, SetupError, UnsupportedError
 
 if TYPE_CHECKING:
     from efvi.driver import ProtectionDomain
@@ -80,10 +89,16 @@ class MemoryRegion:
             raise SetupError(
                 f"cannot lock {nbytes} bytes of packet memory", errno=err,
                 hint="needs CAP_IPC_LOCK (run as root) or a larger RLIMIT_MEMLOCK (ulimit -l)")
+        #: the region whose memory this one shares (None: it owns its mapping)
+        self.origin: MemoryRegion | None = None
+        self._users = [1]  # regions alive over the mapping (shared by every sharer)
+        self._attach(pd)
+
+    def _attach(self, pd: "ProtectionDomain") -> None:
         self.buf: npt.NDArray[np.uint8] = np.frombuffer(self._map, dtype=np.uint8,
-                                                        offset=headroom)
+                                                        offset=self.headroom)
         self._whole = memoryview(self._map)
-        self.mv = self._whole[headroom:]
+        self.mv = self._whole[self.headroom:]
         self.dma_base = 0
         self._closed = False
         try:
@@ -91,6 +106,37 @@ class MemoryRegion:
         except BaseException:
             self._release()
             raise
+
+    def share(self, pd: "ProtectionDomain") -> "MemoryRegion":
+        """Register this region's memory with ``pd`` too (ef_vi: ``ef_memreg_alloc`` of
+        the same memory in a second PD); return ``pd``'s region over the same bytes.
+
+        Control path. ``pd`` must belong to a driver of the same adapter kind (the
+        memory is DMA-mapped for both: on ``xdp`` the two PDs' sockets bind one UMEM
+        with ``XDP_SHARED_UMEM``, across interfaces; on ``sim`` and ``packet`` both PDs
+        address the same bytes). Raises UnsupportedError for another adapter kind.
+        """
+        self._check_open()
+        pd._check_open()
+        if pd is self.pd or any(r._map is self._map for r in pd.regions):
+            raise SetupError("this memory is already registered with that protection domain",
+                             errno=errno.EEXIST, hint="use the region you already have")
+        mine, theirs = self.pd.driver.adapter, pd.driver.adapter
+        if mine.name != theirs.name:
+            raise UnsupportedError(
+                f"cannot register {mine.name} memory with a {theirs.name} protection domain: "
+                "both must be opened with the same adapter (two xdp: or two sim: URLs)")
+        if theirs.region_headroom > self.headroom:
+            raise UnsupportedError(f"the {theirs.name} adapter needs {theirs.region_headroom} "
+                                   f"bytes below the region; this one has {self.headroom}")
+        mr = object.__new__(MemoryRegion)
+        mr.pd, mr.nbytes, mr.headroom = pd, self.nbytes, self.headroom
+        mr._map, mr.locked = self._map, self.locked
+        mr.origin = self.origin or self
+        mr._users = self._users
+        self._users[0] += 1
+        mr._attach(pd)
+        return mr
 
     @property
     def n_buffers(self) -> int:
@@ -141,6 +187,9 @@ class MemoryRegion:
         self.mv.release()
         self._whole.release()
         del self.buf
+        self._users[0] -= 1
+        if self._users[0] > 0:
+            return  # another PD's region still uses the mapping
         try:
             self._map.close()
         except BufferError:  # a view is still exported; the GC will unmap it

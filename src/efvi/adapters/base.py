@@ -173,6 +173,10 @@ class Adapter(ABC):
     #: mapping (``MemoryRegion.headroom_address``): e.g. AF_XDP PIO and bounce frames,
     #: which must be contiguous with the region to live in the same UMEM
     region_headroom: int = 0
+    #: copies the adapter itself makes in user space per received / sent frame (0 when
+    #: the NIC, the kernel or the sim's DMA writes registered memory directly)
+    rx_user_copies: int = 0
+    tx_user_copies: int = 0
 
     def __init__(self, iface: str, queue: int | None, options: dict[str, str]) -> None:
         self.iface = iface

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "efvi.cli.pcap_cmd",
     "efvi.cli.info",
     "efvi.cli.station",
+    "efvi.cli.forward",
 )
 
 

@@ -113,6 +113,8 @@ class PacketAdapter(Adapter):
     """``packet:IFNAME`` — see the module doc."""
 
     name = "packet"
+    rx_user_copies = 1  # ring slot -> posted buffer
+    tx_user_copies = 1  # registered memory -> TX ring slot
 
     def __init__(self, iface: str, queue: int | None, options: dict[str, str]) -> None:
         super().__init__(iface, queue, options)

@@ -40,9 +40,24 @@ class XdpPD(HwProtectionDomain):
         self.sockets: list[XskSocket] = []
         self.vis: set[XdpVI] = set()
         self._closed = False
+        #: the PDs whose sockets bind one UMEM (this one plus those a region was shared
+        #: with, on any interface): a socket joins the UMEM of any of them
+        self.umem_group: list[XdpPD] = [self]
 
     # ---- memory --------------------------------------------------------------------
     def register_memory(self, region: "MemoryRegion") -> int:
+        origin = region.origin.pd._hw if region.origin is not None else None
+        if isinstance(origin, XdpPD) and origin.umem_len:
+            # the same memory registered in another xdp PD (MemoryRegion.share): this
+            # PD's sockets bind the origin's UMEM with XDP_SHARED_UMEM, so UMEM offsets
+            # (DMA addresses) are the same in both PDs; the PIO/bounce reserve stays the
+            # origin's (this PD has none)
+            self.umem_addr, self.umem_len, self.dma_base = (origin.umem_addr, origin.umem_len,
+                                                            origin.dma_base)
+            self.umem = origin.umem
+            self.umem_group = origin.umem_group
+            self.umem_group.append(self)
+            return self.dma_base
         addr, n = region.address, region.nbytes
         # the PIO and bounce area must be virtually contiguous with the region (one
         # UMEM): the core maps it right below the region (Adapter.region_headroom)
@@ -60,6 +75,9 @@ class XdpPD(HwProtectionDomain):
         self._unmap()
 
     def _unmap(self) -> None:
+        if self in self.umem_group and len(self.umem_group) > 1:
+            self.umem_group.remove(self)
+            self.umem_group = [self]
         self.umem = None
         self._reserve = 0  # the region owns (and unmaps) its headroom
         self.umem_len = 0
@@ -93,9 +111,12 @@ class XdpPD(HwProtectionDomain):
         return out
 
     def shared_fd(self) -> int | None:
-        for s in self.sockets:
-            if s.sock.fileno() >= 0:
-                return s.fd
+        """A live socket of this PD's UMEM (its own first, then a sharing PD's), whose
+        fd a new socket passes with ``XDP_SHARED_UMEM``; None: register the UMEM."""
+        for pd in sorted(self.umem_group, key=lambda p: p is not self):
+            for s in pd.sockets:
+                if s.sock.fileno() >= 0:
+                    return s.fd
         return None
 
     # ---- VIs ---------------------------------------------------------------------------

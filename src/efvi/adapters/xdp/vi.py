@@ -73,6 +73,7 @@ class XdpVI(RxPath, TxPath):
             out["xdp_" + k] = v
         out["zero_copy"] = int(self.zerocopy)
         out["queues"] = len(self.socks)
+        out["shared_umem_sockets"] = sum(s.shared_umem for s in self.socks.values())
         return out
 
     def close(self) -> None:

@@ -142,6 +142,8 @@ class XskSocket:
         self.fill: Ring | None = None
         self.comp: Ring | None = None
         self.zerocopy = False
+        #: bound with XDP_SHARED_UMEM to another socket's UMEM (maybe another device's)
+        self.shared_umem = shared_fd is not None
         try:
             self.sock = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
         except OSError as exc:
