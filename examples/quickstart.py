@@ -29,4 +29,5 @@ with Driver.open("sim:exchange?wire=w&ip=198.18.0.1") as tx_nic, \
             print(f"RX rq_id={ev.rq_id} len={ev.len} ts_ns={ev.ts_ns} payload={data[42:]!r}")
     done = tx_vi.transmit_completed(tx_vi.poll())      # batch form: numpy columns
     print("TX completed ids", done.tolist())
-    print("rx stats", {k: v for k, v in rx_vi.stats().items() if v})
+    print("rx stats", {k: v for k, v in rx_vi.stats().items() if v})   # counters
+    print("rx fill level", rx_vi.receive_fill_level())                 # ring state

@@ -313,3 +313,21 @@ def test_errno_of_file_errors(tmp_path: Path) -> None:
     with pytest.raises(SetupError) as ei:
         summarize(str(tmp_path / "none"))
     assert ei.value.errno == errno.ENOENT
+
+
+# ---- 18: stats() counters only; one query convention; named VI flags -------------------
+def test_18_stats_are_counters_and_ring_state_is_its_own_call() -> None:
+    from efvi import ViFlags
+    with Driver.open("sim:hz18") as d, ProtectionDomain(d) as pd:
+        mr = MemoryRegion(pd, 8 * PKT_BUF_SIZE)
+        vi = VirtualInterface(pd, rxq=8, txq=8, flags=ViFlags.RX_TIMESTAMPS)
+        vi.receive_post_batch(mr.dma_addrs()[:5], np.arange(5, dtype=np.uint32))
+        assert not any("fill" in k or "space" in k for k in vi.stats())
+        st = vi.ring_state()
+        assert st["rx_fill_level"] == 5 == vi.receive_fill_level()
+        assert st["tx_space"] == vi.transmit_space() == 7
+        assert vi.receive_buffer_len() == st["rx_buffer_len"] == PKT_BUF_SIZE
+        assert vi.receive_prefix_len() == 0
+        assert vi.flags == ViFlags.RX_TIMESTAMPS
+        with pytest.raises(SetupError, match="unknown bits.*ViFlags.RX_TIMESTAMPS"):
+            VirtualInterface(pd, rxq=8, txq=8, flags=0x1)

@@ -29,6 +29,7 @@ from efvi.filters import FilterSpec as FilterSpec
 from efvi.filters import parse_filter as parse_filter
 from efvi.memory import MemoryRegion as MemoryRegion
 from efvi.filter_book import FilterCookie as FilterCookie
+from efvi.vi import ViFlags as ViFlags
 from efvi.vi import VirtualInterface as VirtualInterface
 from efvi.viset import VISet as VISet
 

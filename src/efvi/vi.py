@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
+from enum import IntFlag
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,15 +53,61 @@ _TXERR_TYPE = int(EventType.TX_ERROR)
 U64Array = npt.NDArray[np.uint64]
 U32Array = npt.NDArray[np.uint32]
 
-__all__ = ["EAGAIN", "EBADF", "EINVAL", "FilterCookie", "PioRegion", "VirtualInterface"]
+__all__ = ["EAGAIN", "EBADF", "EINVAL", "FilterCookie", "PioRegion", "ViFlags",
+           "VirtualInterface"]
+
+
+class ViFlags(IntFlag):
+    """``flags=`` of :class:`VirtualInterface` (ef_vi's ``EF_VI_*`` values).
+
+    Each is checked against the adapter's :class:`~efvi.adapters.base.Capabilities`
+    at allocation: asking for what the adapter lacks raises UnsupportedError naming
+    an adapter that has it; any other bit raises SetupError.
+    """
+
+    DEFAULT = 0
+    #: RX events carry ``ts_ns`` (every adapter stamps RX; ``capabilities.rx_timestamps``)
+    RX_TIMESTAMPS = 0x10000
+    #: TX completions carry ``ts_ns`` (``capabilities.tx_timestamps``: sim)
+    TX_TIMESTAMPS = 0x20000
+    #: the NIC writes into the registered memory directly (``capabilities.zero_copy``)
+    RX_ZEROCOPY = 0x4000000
+
+
+_FLAG_CAPS = {ViFlags.RX_TIMESTAMPS: ("rx_timestamps", "sim"),
+              ViFlags.TX_TIMESTAMPS: ("tx_timestamps", "sim"),
+              ViFlags.RX_ZEROCOPY: ("zero_copy", "sim or xdp (zerocopy=1)")}
+
+
+def _check_flags(pd: ProtectionDomain, flags: int) -> ViFlags:
+    known = 0
+    for f in ViFlags:
+        known |= f
+    if not isinstance(flags, int) or flags < 0 or flags & ~known:
+        raise SetupError(
+            f"VI flags {flags!r} include unknown bits", errno=errno.EINVAL,
+            hint="combine ViFlags." + ", ViFlags.".join(
+                str(f.name) for f in ViFlags if f.name))
+    out = ViFlags(flags)
+    for flag, (cap, who) in _FLAG_CAPS.items():
+        if out & flag:
+            pd.driver.require(cap, who_has=who)
+    return out
 
 
 class VirtualInterface:
     """A VI: an event queue, an RX ring and a TX ring in ``pd``.
 
     ``rxq``/``txq``/``evq``: -1 for the default (512/512/derived), 0 for none,
-    else rounded up to a power of two. ``queue`` binds one hardware RX queue where
-    the adapter has several (``xdp:IF@Q`` does the same from the URL).
+    else rounded up to a power of two. ``flags``: :class:`ViFlags` values (ORed).
+    ``queue`` binds one hardware RX queue where the adapter has several
+    (``xdp:IF@Q`` does the same from the URL).
+
+    Convention: what describes the VI (``pd``, ``flags``, ``clock_source``,
+    ``filters``, ring sizes) is an attribute or property; every query of ring or
+    buffer state is a method named after ef_vi's function (``receive_capacity()``,
+    ``receive_fill_level()``, ``transmit_space()``, ``receive_buffer_len()``,
+    ``receive_prefix_len()``, ``ring_state()``). :meth:`stats` returns counters only.
     """
 
     def __init__(self, pd: ProtectionDomain, rxq: int = -1, txq: int = -1,
@@ -76,7 +123,7 @@ class VirtualInterface:
         if self.evq_size < EF_VI_EVENT_POLL_MIN_EVS:
             raise SetupError("a VI needs an event queue", errno=errno.EINVAL,
                              hint="pass evq=-1 for the default size")
-        self.flags = flags
+        self.flags = _check_flags(pd, flags)
         self._hw: HwVI = pd._hw.alloc_vi(self.rxq_size, self.txq_size, self.evq_size,
                                          flags, queue)
         self._closed = False
@@ -107,8 +154,7 @@ class VirtualInterface:
         pd._vis.add(self)
 
     # ---- queries ------------------------------------------------------------------
-    @property
-    def rx_buffer_len(self) -> int:
+    def receive_buffer_len(self) -> int:
         """Bytes the NIC writes per RX buffer (``ef_vi_receive_buffer_len``)."""
         return self._hw.rx_buffer_len
 
@@ -117,8 +163,8 @@ class VirtualInterface:
             raise SetupError(f"RX buffer length {nbytes} outside 64..2048", errno=errno.EINVAL)
         self._hw.set_rx_buffer_len(nbytes)
 
-    @property
-    def rx_prefix_len(self) -> int:
+    def receive_prefix_len(self) -> int:
+        """Bytes of metadata before the frame in each RX buffer (``ef_vi_receive_prefix_len``)."""
         return self._hw.rx_prefix_len
 
     @property
@@ -474,16 +520,26 @@ class VirtualInterface:
 
     # ---- stats and lifecycle -----------------------------------------------------------
     def stats(self) -> dict[str, int]:
-        """Counters: ``rx_packets``, ``rx_bytes``, ``tx_packets``, ``tx_bytes``, and
-        drops by cause (every key ending ``_drops``), plus ``drops``, their sum."""
+        """Counters only (each only grows): ``rx_packets``, ``rx_bytes``, ``tx_packets``,
+        ``tx_bytes``, ``rejected_calls``, drops by cause (every key ending ``_drops``)
+        and ``drops``, their sum. Ring state is :meth:`ring_state`."""
         s: dict[str, int] = {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0,
                              "rx_nodesc_drops": 0, "rx_trunc_drops": 0}
         s.update(self._hw.stats())
         s["rejected_calls"] = self._rejected
-        s["rx_fill_level"] = self.receive_fill_level()
-        s["tx_fill_level"] = self.transmit_fill_level()
         s["drops"] = sum(v for k, v in s.items() if k.endswith("_drops"))
         return s
+
+    def ring_state(self) -> dict[str, int]:
+        """What the rings hold now (goes up and down): ``rx_fill_level``,
+        ``rx_capacity``, ``tx_fill_level``, ``tx_space``, ``tx_capacity``,
+        ``rx_buffer_len``."""
+        return {"rx_fill_level": self.receive_fill_level(),
+                "rx_capacity": self.receive_capacity(),
+                "tx_fill_level": self.transmit_fill_level(),
+                "tx_space": self.transmit_space(),
+                "tx_capacity": self.transmit_capacity(),
+                "rx_buffer_len": self.receive_buffer_len()}
 
     def _dma_ok_batch(self, addrs: U64Array, lens: npt.NDArray[np.uint32] | None) -> bool:
         pd = self.pd
