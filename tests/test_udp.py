@@ -174,3 +174,55 @@ def test_same_port_twice_in_one_process(wire: str) -> None:
     with a, b:
         with pytest.raises(SetupError, match="already has an endpoint"):
             udp.open(f"sim:{wire}a?wire={wire}&ip=198.18.9.1", ("198.18.9.1", 5000))
+
+
+def test_poll_rx1_takes_whole_frames_and_leaves_the_rest(wire: str) -> None:
+    a, b = _pair(wire)
+    with a, b:
+        vi = b.stack.vi
+        assert vi.poll_rx1() == -1
+        a.sendto(b"one", ("198.18.9.2", 6000))
+        i = vi.poll_rx1()
+        while i == -2:  # sim: a's TX completion is not in b's queue, but be safe
+            vi.poll(1)
+            i = vi.poll_rx1()
+        assert i >= 0
+        ofs, ln, ts = vi.rx1
+        assert ln == 60 and ts > 0
+        frame = bytes(b.stack.mv[i * 2048 + ofs:i * 2048 + ofs + ln])
+        assert frame[42:45] == b"one"
+        vi.receive_post(b.stack.base + i * 2048, i)
+        # a's own queue starts with its TX completion: poll_rx1 says "harvest it"
+        assert a.stack.vi.poll_rx1() == -2
+
+
+def test_latency_cli_prints_the_eflatency_table_on_sim(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from efvi.cli.main import main
+    assert main(["latency", "ping", f"sim:lat{next(_n)}", "-n", "300", "--warm", "20",
+                 "-s", "0,64"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    head = lines.index("#\tpaylen\tmean\tmin\t50%\t95%\t99%\tmax")
+    rows = [ln.split() for ln in lines[head + 1:head + 3]]
+    assert [r[0] for r in rows] == ["0", "64"]
+    vals = [[float(x) for x in r[1:]] for r in rows]
+    for v in vals:  # the virtual clock: every round trip takes the same time
+        assert v[1] <= v[2] <= v[3] <= v[4] <= v[5] and v[1] > 0
+    assert vals[1][2] > vals[0][2]  # a longer frame takes longer on the wire
+    assert "clock: virtual" in out and "mean round-trip time:" in out
+
+
+def test_latency_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    from efvi.cli.main import main
+    assert main(["latency", "ping", "sim", "-n", "0"]) == 2
+    assert main(["latency", "ping", "sim", "-s", "1:x"]) == 2
+    assert "bad payload sizes" in capsys.readouterr().err
+
+
+def test_latency_plot_without_matplotlib_says_how(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from efvi.cli.main import main
+    monkeypatch.setitem(__import__('sys').modules, "matplotlib", None)
+    assert main(["latency", "ping", "sim", "-n", "10", "--plot", "x.png"]) == 2
+    assert "pip install 'efvi[plot]'" in capsys.readouterr().err

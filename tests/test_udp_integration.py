@@ -149,3 +149,38 @@ def test_bad_input_on_a_real_interface(pair: netns.VethPair) -> None:
     a.run("ip", "link", "set", "dev", a.ifname, "multicast", "off")
     with pytest.raises(SetupError, match="multicast turned off.*multicast on"):
         _open(a, f"xdp:{a.ifname}", (None, 7100), groups=["239.9.9.8"])
+
+
+def test_efvi_latency_ping_pong_on_xdp_with_kernel_and_plot(pair: netns.VethPair,
+                                                            tmp_path: object) -> None:
+    import json
+    import pathlib
+    a, b = pair.a, pair.b
+    png = pathlib.Path(str(tmp_path)) / "lat.png"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    cli = [sys.executable, "-m", "efvi.cli.main", "latency"]
+    common = ["-n", "300", "--warm", "50", "-s", "32,256", "--kernel"]
+    pong = b.popen(*cli, "pong", f"xdp:{b.ifname}", *common, "--json", env=env,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        r = a.run(*cli, "ping", f"xdp:{a.ifname}", "--peer", b.ip, *common, "--plot", str(png),
+                  env=env, check=False, timeout=120)
+        assert r.returncode == 0, r.stderr
+        out, _ = pong.communicate(timeout=30)
+    finally:
+        if pong.poll() is None:
+            pong.kill()
+            pong.wait()
+    lines = r.stdout.splitlines()
+    heads = [i for i, ln in enumerate(lines) if ln == "#\tpaylen\tmean\tmin\t50%\t95%\t99%\tmax"]
+    assert len(heads) == 2  # efvi, then kernel sockets
+    for h in heads:
+        rows = [ln.split() for ln in lines[h + 1:h + 3]]
+        assert [row[0] for row in rows] == ["32", "256"]
+        for row in rows:
+            v = [float(x) for x in row[1:]]
+            assert 0 < v[1] <= v[2] <= v[3] <= v[4] <= v[5]
+    assert "p50 ratio efvi/kernel:" in r.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(out)["served"] == 2 * 2 * 350
+

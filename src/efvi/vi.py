@@ -149,6 +149,10 @@ class VirtualInterface:
         self._empty = EventBatch(self._evbuf[:0])
         self._evtypes = memoryview(self._evbuf.view(np.uint8))  # type: ignore[arg-type]
         self._filters = FilterBook(pd, [self._hw], "VI")
+        if not hasattr(self._hw, "rx1"):
+            self._hw.rx1 = [0, 0, 0]
+        #: ``[ofs, len, ts_ns]`` of the frame :meth:`poll_rx1` returned (updated in place)
+        self.rx1: list[int] = self._hw.rx1
         self._pio: PioRegion | None = None
         self._rejected = 0  # data-path calls refused with -EINVAL
         pd._vis.add(self)
@@ -222,6 +226,10 @@ class VirtualInterface:
         if hi == lo:
             return 0
         self._rx_pushed = hi
+        if hi - lo == 1:  # one buffer (per-packet refill): plain ints, no numpy
+            i = lo & self._rx_mask
+            self._hw.rx_post_one(self._rx_addr_mv[i], self._rx_ids_mv[i])
+            return 1
         addrs, ids = _ring_span(self._rx_addr, self._rx_ids, lo, hi, self._rx_mask)
         self._hw.rx_post(addrs, ids)
         return hi - lo
@@ -318,6 +326,9 @@ class VirtualInterface:
         self._tx_pushed = hi
         mask = self._tx_mask
         a, b = lo & mask, hi & mask
+        if hi - lo == 1 and self._tx_ids_mv[a] != _MASK:  # one frame: plain ints
+            self._hw.tx_post_one(self._tx_addr_mv[a], self._tx_len_mv[a], self._tx_ids_mv[a])
+            return 1
         if a < b:
             self._hw.tx_post(self._tx_addr[a:b], self._tx_len[a:b], self._tx_ids[a:b])
         else:
@@ -433,6 +444,20 @@ class VirtualInterface:
         else:
             self._rx_removed += int(np.count_nonzero((recs["type"] & 0xFD) == 0))
         return EventBatch(recs)
+
+    def poll_rx1(self) -> int:
+        """The one-packet-in-flight receive: the next event, if it is a whole-frame RX.
+
+        Returns its request id, with ``vi.rx1 == [ofs, len, ts_ns]`` updated in place
+        (no object built); -1 when nothing waits; -2 when the next event is anything
+        else (a TX completion on sim, a SOP/CONT chain, an adapter without this path):
+        call :meth:`poll` to take it. Cost on xdp: one ring read and ~12 int operations
+        (no numpy). TX completions are not taken here: poll() now and then to reap them.
+        """
+        i = self._hw.rx_one()
+        if i >= 0:
+            self._rx_removed += 1
+        return i
 
     def eventq_poll(self, max_events: int = 64) -> list[Event]:
         """Harvest up to ``max_events`` events as :class:`Event` objects.

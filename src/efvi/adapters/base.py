@@ -123,6 +123,29 @@ class HwVI(ABC):
     def set_rx_buffer_len(self, nbytes: int) -> None:
         self.rx_buffer_len = nbytes
 
+    # ---- the one-packet-in-flight path (latency) ------------------------------------
+    #: what :meth:`rx_one` took last: ``[ofs, len, ts_ns]``, updated in place (one list
+    #: per VI, made once: the latency loop reads it without any object being built)
+    rx1: list[int]
+
+    def rx_one(self) -> int:
+        """Take the next event if it is a whole-frame RX: return its request id and set
+        :attr:`rx1`; -1 when no event waits; -2 when the next event is anything else
+        (or the adapter has no such path): harvest it. Never blocks or raises.
+
+        Default: -2 (use :meth:`harvest`)."""
+        return -2
+
+    def rx_post_one(self, addr: int, rq_id: int) -> None:
+        """:meth:`rx_post` of one buffer from plain ints (adapters override it with a
+        scalar path; the default builds two one-element arrays)."""
+        self.rx_post(np.array([addr], np.uint64), np.array([rq_id], np.uint32))
+
+    def tx_post_one(self, addr: int, length: int, rq_id: int) -> None:
+        """:meth:`tx_post` of one whole-frame descriptor from plain ints."""
+        self.tx_post(np.array([addr], np.uint64), np.array([length], np.uint32),
+                     np.array([rq_id], np.uint32))
+
     @abstractmethod
     def close(self) -> None:
         """Release the queues (idempotent). Posted buffers are returned to the caller."""

@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "efvi.cli.info",
     "efvi.cli.station",
     "efvi.cli.forward",
+    "efvi.cli.latency",
 )
 
 

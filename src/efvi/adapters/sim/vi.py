@@ -101,6 +101,27 @@ class SimVI(HwVI):
         self._ev_head += k
         return int(k)
 
+    def rx_one(self) -> int:
+        """The next event if it is a whole-frame RX (see :meth:`HwVI.rx_one`); runs the
+        pending doorbells first, as :meth:`harvest` does. Cost: one struct unpack."""
+        fab = self.port.fabric
+        if fab.pending:
+            fab.flush()
+        if self.port.remote is not None:
+            self.port.pump()
+        h = self._ev_head
+        if h == self._ev_tail:
+            return -1
+        t, _st, fl, _q, ofs, rq, ln, ts = _EV.unpack_from(self._ev_mv, (h & self._ev_mask) * 24)
+        if t != _RX or fl & _CONT:
+            return -2
+        self._ev_head = h + 1
+        rx1 = self.rx1
+        rx1[0] = ofs
+        rx1[1] = ln
+        rx1[2] = ts
+        return int(rq)
+
     def sw_event(self, data: int) -> bool:
         if self._ev_tail - self._ev_head > self._ev_mask:
             return False

@@ -15,7 +15,8 @@ import numpy as np
 from efvi.adapters.base import EventArray, U32Array, U64Array
 from efvi.adapters.xdp._common import _HW_TS_MASK, _SCALAR_RX, M32, RX_FLAG_HW_TS
 from efvi.adapters.xdp.vibase import XdpVIBase
-from efvi.adapters.xdp.xsk import ADDR_MASK, OFFSET_SHIFT, XDP_RING_NEED_WAKEUP, Ring, XskSocket
+from efvi.adapters.xdp.xsk import (ADDR_MASK, OFFSET_SHIFT, XDP_PKT_CONTD, XDP_RING_NEED_WAKEUP,
+                                   Ring, XskSocket)
 
 
 class RxPath(XdpVIBase):
@@ -88,6 +89,71 @@ class RxPath(XdpVIBase):
         self._q_out[q] += k
         if f.flags[0] & XDP_RING_NEED_WAKEUP:
             s.kick_rx()
+
+    def rx_post_one(self, addr: int, rq_id: int) -> None:
+        """One buffer to the FILL ring from plain ints (the per-packet refill)."""
+        if len(self.rx_socks) != 1 or not self._published:
+            super().rx_post_one(addr, rq_id)
+            return
+        q, s = self.rx_socks[0]
+        f = s.fill
+        assert f is not None
+        self._rx_id_mv[addr >> 11] = rq_id
+        p = self._fill_prod[q]
+        f.desc_q[p & f.mask] = addr
+        p = (p + 1) & M32
+        f.prod[0] = p
+        self._fill_prod[q] = p
+        self._q_out[q] += 1
+        if f.flags[0] & XDP_RING_NEED_WAKEUP:
+            s.kick_rx()
+
+    def rx_one(self) -> int:
+        """The next RX frame of a one-queue VI (see :meth:`HwVI.rx_one`): one descriptor
+        read, its timestamp converted, the consumer published. -2 on several queues or
+        a multi-buffer frame (harvest those)."""
+        socks = self.rx_socks
+        if len(socks) != 1:
+            return -2 if socks else -1
+        q, s = socks[0]
+        r = s.rx
+        assert r is not None
+        cons = self._rx_cons[q]
+        if r.prod[0] == cons:
+            return -1
+        j = cons & r.mask
+        if r.desc_i[4 * j + 3] & XDP_PKT_CONTD:
+            return -2
+        raw = r.desc_q[2 * j]
+        ln = r.desc_i[4 * j + 2]
+        base = raw & ADDR_MASK
+        ofs = raw >> OFFSET_SHIFT
+        data = base + ofs
+        meta = int.from_bytes(self._umem_mv[data - 8:data], "little", signed=True)
+        if meta > 0:
+            self._ts_age -= 1
+            if self._ts_age <= 0:
+                self._ts_off = (time.clock_gettime_ns(time.CLOCK_REALTIME)
+                                - time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+                self._ts_age = 256
+            ts = meta + self._ts_off
+        elif meta < 0:
+            self.clock_source = "hw"
+            ts = meta & _HW_TS_MASK
+        else:
+            ts = 0
+        rx1 = self.rx1
+        rx1[0] = ofs
+        rx1[1] = ln
+        rx1[2] = ts
+        cons = (cons + 1) & M32
+        r.cons[0] = cons
+        self._rx_cons[q] = cons
+        self._q_out[q] -= 1
+        c = self.counters
+        c["rx_packets"] += 1
+        c["rx_bytes"] += ln
+        return int(self._rx_id_mv[base >> 11])
 
     def _harvest_rx(self, q: int, s: XskSocket, out: EventArray, n: int, room: int) -> int:
         r = s.rx

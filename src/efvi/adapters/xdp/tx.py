@@ -36,28 +36,36 @@ class TxPath(XdpVIBase):
         n = int(addrs.shape[0])
         if n == 0:
             return
-        if n == 1:  # per-packet send: scalar path (no numpy calls)
-            ln = int(lens[0])
-            if ln <= CHUNK_SIZE:
-                t = self.tx_sock.tx
-                assert t is not None
-                p = self._tx_prod
-                j = (p & t.mask) * 2
-                t.desc_q[j] = int(addrs[0])
-                t.desc_i[2 * j + 2] = ln
-                self._tx_prod = p = (p + 1) & M32
-                t.prod[0] = p
-                self._tx_unkicked = True
-                self._run(0, 1, 1)
-                self.counters["tx_bytes"] += ln
-                self._kick()
-                return
+        if n == 1 and int(ids[0]) != _REQ_NONE and int(lens[0]) <= CHUNK_SIZE:
+            self.tx_post_one(int(addrs[0]), int(lens[0]), int(ids[0]))
+            return
         if (ids == _REQ_NONE).any() or (lens > CHUNK_SIZE).any():
             self._tx_slow(addrs, lens, ids)
         else:
             self._tx_write(addrs, lens)
             self._run(0, n, n)
             self.counters["tx_bytes"] += int(lens.sum())
+        self._kick()
+
+    def tx_post_one(self, addr: int, length: int, rq_id: int) -> None:
+        """One whole frame: one descriptor store, one producer store, the kick (a
+        ``sendto`` in copy mode, which transmits it on this thread). No numpy."""
+        if self._closed or not self._ready() or self.tx_sock is None:
+            return
+        if length > CHUNK_SIZE:
+            super().tx_post_one(addr, length, rq_id)
+            return
+        t = self.tx_sock.tx
+        assert t is not None
+        p = self._tx_prod
+        j = (p & t.mask) * 2
+        t.desc_q[j] = addr
+        t.desc_i[2 * j + 2] = length
+        self._tx_prod = p = (p + 1) & M32
+        t.prod[0] = p
+        self._tx_unkicked = True
+        self._run(0, 1, 1)
+        self.counters["tx_bytes"] += length
         self._kick()
 
     def _run(self, kind: int, n_core: int, n_xdp: int) -> None:
