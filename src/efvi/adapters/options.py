@@ -141,6 +141,12 @@ SCHEMAS: dict[str, tuple[Option, ...]] = {
         Option("mac", "mac", help="the port's MAC address"),
         Option("ip", "ipv4", help="the port's IPv4 address"),
         Option("mtu", "int", 1500, lo=68, hi=9216, help="the port's MTU"),
+        Option("pcap", "str", help="play this capture into the port (a recorded feed)"),
+        Option("speed", "choice", "1", choices=("1", "0"),
+               help="pcap= timing: 1 recorded times, 0 as fast as polled"),
+        Option("loop", "int", 1, lo=0, hi=1 << 31, help="pcap= passes (0: forever)"),
+        Option("eof_event", "int", None, lo=0, hi=0xFFFF,
+               help="a software event with this data on each VI when pcap= ends"),
     ),
     "xdp": (
         Option("mode", "choice", "auto", choices=("auto", "drv", "skb")),
@@ -162,7 +168,8 @@ SCHEMAS: dict[str, tuple[Option, ...]] = {
 QUEUES: dict[str, int] = {"sim": 0, "xdp": 1023, "packet": 0}
 
 FORMS = {
-    "sim": "sim[:PORT][?wire=NAME&loopback=1&clock=virtual|real&mac=MAC&ip=ADDR&mtu=N]",
+    "sim": "sim[:PORT][?wire=NAME&loopback=1&clock=virtual|real&mac=MAC&ip=ADDR&mtu=N"
+           "&pcap=FILE&speed=1|0&loop=N&eof_event=DATA]",
     "xdp": "xdp:IFNAME[@QUEUE][?mode=auto|drv|skb&zerocopy=auto|0|1&force=1&ts=auto|sw|hw]",
     "packet": "packet:IFNAME[?ring=N&snaplen=N&ts=auto|sw|hw&qdisc=0|1]",
 }

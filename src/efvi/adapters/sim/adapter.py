@@ -1,6 +1,8 @@
 """The ``sim`` adapter: a software NIC in the process (the embedded default).
 
-URL: ``sim[:PORT][?wire=NAME&loopback=1&clock=virtual|real&mac=MAC&ip=ADDR&mtu=N]``.
+URL: ``sim[:PORT][?wire=NAME&loopback=1&clock=virtual|real&mac=MAC&ip=ADDR&mtu=N]``,
+plus ``pcap=FILE&speed=1|0&loop=N&eof_event=DATA`` to play a capture into the port
+(:mod:`efvi.adapters.sim.feed`).
 ``PORT`` defaults to ``sim0``. Ports on the same ``wire`` receive each other's
 frames; ``loopback=1`` makes a port receive its own. The virtual clock (default) is
 deterministic; ``clock=real`` stamps frames with CLOCK_REALTIME.
@@ -24,6 +26,7 @@ import numpy.typing as npt
 from efvi.adapters.base import (Adapter, Capabilities, HwProtectionDomain, HwVI,
                                 InterfaceInfo, U64Array)
 from efvi.adapters.options import canonical, parse_options
+from efvi.adapters.sim.feed import CaptureFeed
 from efvi.adapters.sim.filter_table import FilterEntry
 from efvi.adapters.sim.port import FABRIC, SimPort
 from efvi.adapters.sim.vi import SimVI
@@ -122,6 +125,15 @@ class SimAdapter(Adapter):
         super().__init__(iface or "sim0", queue, options)
         options = canonical("sim", parse_options("sim", options))  # SetupError naming the option
         self.port = FABRIC.port(self.iface, options)
+        if "pcap" in options and self.port.feed is None:
+            try:
+                self.port.feed = CaptureFeed(
+                    self.port, options["pcap"], speed=int(options.get("speed", "1")),
+                    loops=int(options.get("loop", "1")),
+                    eof_event=int(options["eof_event"]) if "eof_event" in options else None)
+            except BaseException:
+                FABRIC.release(self.port)
+                raise
         self.port.users += 1
         self._closed = False
 

@@ -35,6 +35,7 @@ from efvi.adapters.sim.remote import RemoteWire
 from efvi.wire.classify import classify_one
 
 if TYPE_CHECKING:
+    from efvi.adapters.sim.feed import CaptureFeed
     from efvi.adapters.sim.vi import SimVI
 
 I64 = npt.NDArray[np.int64]
@@ -108,6 +109,10 @@ class SimPort:
         self.table = FilterTable()
         self.wire: str | None = None
         self.remote: RemoteWire | None = None
+        #: a capture file playing into this port (``pcap=FILE``), pumped by its VIs' polls
+        self.feed: CaptureFeed | None = None
+        #: the VIs allocated on this port (the feed waits until they have drained)
+        self.vis: list[SimVI] = []
         self.loopback = False
         self.link_up = True
         self.kernel_groups: frozenset[int] = frozenset()
@@ -240,11 +245,13 @@ class SimPort:
             p.receive(batch)
 
     # ---- receive ----------------------------------------------------------------------
-    def receive(self, batch: FrameBatch) -> None:
+    def receive(self, batch: FrameBatch, *, exact_ts: bool = False) -> None:
         """Route a batch of arriving frames (cost: O(n) numpy + one decision per flow).
 
         A batch of one flow (the common case) costs about a dozen numpy calls here plus
-        the DMA of each target VI; several flows add one ``np.unique``.
+        the DMA of each target VI; several flows add one ``np.unique``. ``exact_ts``:
+        ``batch.ts`` are the RX timestamps as they are (a capture feed on the virtual
+        clock), not the far end's TX times plus wire latency.
         """
         n = len(batch)
         if n == 0:
@@ -253,7 +260,9 @@ class SimPort:
             self._cache.clear()
             self._cache_version = self.table.version
         ts = batch.ts
-        if isinstance(self.clock, VirtualClock):
+        if exact_ts and isinstance(self.clock, VirtualClock):
+            self.clock.advance_to(int(ts[-1]))
+        elif isinstance(self.clock, VirtualClock):
             ts = ts + (WIRE_LATENCY_NS + ((batch.lens + WIRE_OVERHEAD) * 8 * 1000)
                        // self.fabric.rate_mbps)
             self.clock.advance_to(int(ts[-1]))
@@ -526,6 +535,9 @@ class Fabric:
         """Forget a port no driver uses any more (its wire end is freed)."""
         if port.users > 0:
             return
+        if port.feed is not None:
+            port.feed.close()
+            port.feed = None
         if port.remote is not None:
             port.remote.close()
             port.remote = None
@@ -542,6 +554,8 @@ class Fabric:
         for p in self.ports.values():
             if p.remote is not None:
                 p.remote.close()
+            if p.feed is not None:
+                p.feed.close()
         self.pending.clear()
         self.pending_desc = 0
         self.ports.clear()

@@ -55,6 +55,7 @@ class SimVI(HwVI):
         self._tx_done = 0
         self.counters: dict[str, int] = collections.defaultdict(int)
         self._closed = False
+        self.port.vis.append(self)
         #: called after events are queued (an fd-readiness hook: efvi.apps.udp sets it)
         self.on_event: Callable[[], None] | None = None
 
@@ -84,6 +85,8 @@ class SimVI(HwVI):
             fab.flush()
         if self.port.remote is not None:
             self.port.pump()
+        if self.port.feed is not None and self._ev_tail == self._ev_head:
+            self.port.feed.pump()
         k = min(max_events, self._ev_tail - self._ev_head, out.shape[0])
         if k <= 0:
             return 0
@@ -110,6 +113,8 @@ class SimVI(HwVI):
         if self.port.remote is not None:
             self.port.pump()
         h = self._ev_head
+        if h == self._ev_tail and self.port.feed is not None:
+            self.port.feed.pump()
         if h == self._ev_tail:
             return -1
         t, _st, fl, _q, ofs, rq, ln, ts = _EV.unpack_from(self._ev_mv, (h & self._ev_mask) * 24)
@@ -121,6 +126,10 @@ class SimVI(HwVI):
         rx1[1] = ln
         rx1[2] = ts
         return int(rq)
+
+    def events_pending(self) -> int:
+        """Events queued and not yet harvested."""
+        return self._ev_tail - self._ev_head
 
     def sw_event(self, data: int) -> bool:
         if self._ev_tail - self._ev_head > self._ev_mask:
@@ -136,6 +145,16 @@ class SimVI(HwVI):
             fab.flush()
         if self._ev_tail != self._ev_head:
             return
+        feed = self.port.feed
+        if feed is not None and not feed.done:
+            if feed.pump() or self._ev_tail != self._ev_head:
+                return
+            due = feed.next_due_ns()
+            if due is not None:  # clock=real: sleep until the next record is due
+                limit = 10_000_000 if timeout_ns is None else timeout_ns
+                import time
+                time.sleep(min(due, limit) / 1e9)
+                return
         if self.port.remote is not None:
             self.port.remote.wait(1.0 if timeout_ns is None else timeout_ns / 1e9)
         elif timeout_ns:
@@ -408,11 +427,14 @@ class SimVI(HwVI):
                            ts[last] if ts.shape[0] == npk else 0)
 
     def stats(self) -> dict[str, int]:
-        """This VI's counters plus the port's wire-level drops (``port_*_drops``)."""
+        """This VI's counters plus the port's wire-level drops (``port_*_drops``) and,
+        on a port playing a capture, its ``feed_*`` counters."""
         out = dict(self.counters)
         for k, v in self.port.counters.items():
             if k.endswith("_drops") and k.startswith("tx_"):
                 out["port_" + k] = v
+            elif k.startswith("feed_"):
+                out[k] = v
         return out
 
     def close(self) -> None:
@@ -420,4 +442,6 @@ class SimVI(HwVI):
         if fab.pending:
             fab.flush()
         self._closed = True
+        if self in self.port.vis:
+            self.port.vis.remove(self)
         self._p_head = self._p_tail
