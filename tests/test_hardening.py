@@ -26,7 +26,7 @@ from efvi.constants import PKT_BUF_SIZE
 from efvi.errors import SetupError, UnsupportedError
 from efvi.filters import FilterSpec, parse_filter
 from efvi.pcap import PcapNgWriter, open_capture
-from efvi.pcap.info import convert
+from efvi.apps.pcap import convert
 from efvi.wire.build import udp_frame
 from efvi.wire.ethernet import VlanTag
 
@@ -309,7 +309,7 @@ def test_11_vlantag_checks_its_fields() -> None:
 
 
 def test_errno_of_file_errors(tmp_path: Path) -> None:
-    from efvi.pcap.info import summarize
+    from efvi.apps.pcap import summarize
     with pytest.raises(SetupError) as ei:
         summarize(str(tmp_path / "none"))
     assert ei.value.errno == errno.ENOENT

@@ -14,7 +14,7 @@ import pytest
 
 from efvi.cli.main import main as efvi_main
 from efvi.pcap import PcapNgReader, PcapNgWriter, PcapReader, PcapWriter, open_capture
-from efvi.pcap.info import summarize
+from efvi.apps.pcap import summarize
 from efvi.wire.build import udp_frame
 
 T0 = 1_700_000_000_123_456_789

@@ -43,4 +43,4 @@ def test_info_reports_interface_queues_and_efvi_ownership() -> None:
             drv.close()
         no_xdp_left(a)
         r = a.run(sys.executable, "-m", "efvi.cli.main", "info", "nosuch0", check=False)
-        assert r.returncode == 2 and "ENODEV" in r.stderr
+        assert r.returncode == 1 and "ENODEV" in r.stderr

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import errno
 import importlib
+from typing import TYPE_CHECKING
 
-from efvi.adapters.base import Adapter
 from efvi.adapters.options import canonical, check_url
 from efvi.errors import SetupError
+
+if TYPE_CHECKING:  # the contract loads with the adapter (numpy): URL checks stay light
+    from efvi.adapters.base import Adapter
 
 #: scheme → "module:Class"
 ADAPTERS: dict[str, str] = {

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from efvi import Driver, MemoryRegion, ProtectionDomain, SetupError, VirtualInterface
-from efvi.apps.feed import multicast_mac
+from efvi.apps.common import StopFlag
 from efvi.constants import PKT_BUF_SIZE
 from efvi.filters import parse_mac
+from efvi.wire.address import multicast_mac
 from efvi.wire.build import udp_frame
 from efvi.wire.checksum import ones_sum
 
@@ -131,7 +132,7 @@ class Sender:
 
     def run(self, count: int, *, batch: int | None = None, sleep_us: int = 0,
             on_second: Callable[[SendStats], None] | None = None,
-            stop: list[bool] | None = None) -> SendStats:
+            stop: StopFlag | None = None) -> SendStats:
         """Send ``count`` datagrams (negative: until ``stop``), ``batch`` per doorbell.
 
         ``batch`` None (or 0): :meth:`auto_batch`. ``batch`` 1 is efsend's per-packet
@@ -156,7 +157,7 @@ class Sender:
         next_tick = t0 + 1.0
         unlimited = count < 0
         while unlimited or st.tx_packets < count:
-            if stop is not None and stop[0]:
+            if stop is not None and stop.is_set():
                 break
             n = batch if unlimited else min(batch, count - st.tx_packets)
             n = min(n, vi.transmit_space())
@@ -196,7 +197,7 @@ class Sender:
 
     def _run_per_packet(self, count: int, sleep_us: int,
                         on_second: Callable[[SendStats], None] | None,
-                        stop: list[bool] | None) -> SendStats:
+                        stop: StopFlag | None) -> SendStats:
         """efsend's loop: one ``transmit`` per frame, per-event completions."""
         st = SendStats(frame_len=len(self.frame))
         vi = self.vi
@@ -209,7 +210,7 @@ class Sender:
         unlimited = count < 0
         expect = 0
         while unlimited or st.tx_packets < count:
-            if stop is not None and stop[0]:
+            if stop is not None and stop.is_set():
                 break
             if vi.transmit_space() > 0:
                 slot = st.tx_packets % self.nbuf

@@ -23,6 +23,7 @@ import numpy as np
 
 from efvi import (Driver, EventBatch, EventType, FilterSpec, MemoryRegion,
                   ProtectionDomain, VirtualInterface)
+from efvi.apps.common import StopFlag
 from efvi.constants import PKT_BUF_SIZE
 from efvi.errors import SetupError, UnsupportedError
 from efvi.filters import FilterKind
@@ -110,7 +111,7 @@ class Sink:
     def run(self, count: int | None = None, duration_s: float | None = None,
             on_packet: PacketHook | None = None,
             on_second: Callable[[SinkStats], None] | None = None,
-            stop: list[bool] | None = None) -> SinkStats:
+            stop: StopFlag | None = None) -> SinkStats:
         st = SinkStats(clock=self.vi.clock_source)
         vi = self.vi
         t0 = time.perf_counter()
@@ -141,7 +142,7 @@ class Sink:
                 break
             if deadline is not None and now >= deadline:
                 break
-            if stop is not None and stop[0]:
+            if stop is not None and stop.is_set():
                 break
             if now >= next_tick:
                 next_tick += 1.0

@@ -1,16 +1,15 @@
-"""``efvi demo``: a market-data multicast feed on the sim adapter (see apps.feed)."""
+"""``efvi demo``: a market-data multicast feed on the sim adapter (:mod:`efvi.apps.demo`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from efvi.apps.feed import FeedResult, run_feed
 from efvi.cli import argtypes as at
-from efvi.cli.common import emit_json, progress
-from efvi.pcap import PcapNgWriter
+from efvi.cli.common import (EXIT_OK, EXIT_RUNTIME, Subparsers, add_json_flag, emit_json,
+                             progress)
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "demo", help="run a UDP multicast market-data feed through three VIs on sim",
         description="An exchange VI publishes sequenced UDP multicast messages; a trader VI "
@@ -25,14 +24,17 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("-p", "--port", type=at.port, default=30001, help="UDP port")
     p.add_argument("-w", "--write", metavar="FILE", type=at.path_arg,
                    help="write what the sniffing VI saw as pcapng (ns timestamps)")
-    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from efvi.apps.demo import FeedResult, run_feed
+    from efvi.pcap import PcapNgWriter
+
     def tick(r: FeedResult) -> None:
         progress(f"  ... sent {r.sent}  received {r.received}  sniffed {r.sniffed}  "
-                 f"drops {r.drops}", json_mode=args.json)
+                 f"drops {r.drops}")
 
     writer = PcapNgWriter(args.write) if args.write else None
     try:
@@ -65,4 +67,4 @@ def run(args: argparse.Namespace) -> int:
                   f"p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  max {lat['max']}")
         if args.write:
             print(f"  capture written to {args.write} (pcapng, ns)")
-    return 0 if res.drops == 0 and res.received == res.sent else 1
+    return EXIT_OK if res.drops == 0 and res.received == res.sent else EXIT_RUNTIME

@@ -5,22 +5,28 @@
 
 The source MAC and IP come from the interface; the destination MAC is the multicast
 MAC for a group, else ``--dmac``, else the neighbour table's entry. ``-n -1`` sends
-until interrupted. Prints the rate once a second and efsend's summary.
+until interrupted (SIGINT/SIGTERM stop it with the summary). Prints the rate once a
+second (stderr) and efsend's summary (stdout).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from efvi.apps.send import Sender, SendStats
 from efvi.cli import argtypes as at
-from efvi.cli.common import emit_json, progress, stop_on_signals
+from efvi.cli.common import (EXIT_OK, EXIT_RUNTIME, Subparsers, add_json_flag, emit_json,
+                             progress, stop_on_signals)
+
+if TYPE_CHECKING:
+    from efvi.apps.send import SendStats
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("send", help="transmit a UDP stream (efsend)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("url", type=at.driver_url, help="driver URL: sim[:PORT?wire=@NAME], xdp:IFNAME[@Q], packet:IFNAME")
+    p.add_argument("url", type=at.driver_url,
+                   help="driver URL: sim[:PORT?wire=@NAME], xdp:IFNAME[@Q], packet:IFNAME")
     p.add_argument("dest", type=at.ipv4,
                    help="destination IPv4 address (unicast or multicast; IPv6 is not supported)")
     p.add_argument("port", type=at.port, help="destination UDP port (1..65535)")
@@ -30,23 +36,26 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="packets to send (default 10; -1: until interrupted)")
     p.add_argument("-m", dest="size", type=at.int_range(8, 1472), default=28,
                    help="UDP payload bytes (default 28: a 70-byte frame)")
-    p.add_argument("-s", dest="sleep_us", type=at.int_range(0, 10_000_000), default=0, help="µs to sleep between batches")
+    p.add_argument("-s", dest="sleep_us", type=at.int_range(0, 10_000_000), default=0,
+                   help="µs to sleep between batches")
     p.add_argument("-l", dest="lport", type=at.port, default=12345, help="local UDP port (12345)")
     p.add_argument("-B", dest="batch", type=at.int_range(1, 4096), default=None,
                    help="frames per doorbell (default: a quarter of the TX ring = 1024, the "
                         "adapter's best rate; 1: efsend's per-packet transmit())")
     p.add_argument("--dmac", type=at.mac, help="destination MAC (skips the neighbour table)")
-    p.add_argument("--src-ip", type=at.ipv4, help="source IPv4 address (default: the interface's)")
-    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("--src-ip", type=at.ipv4,
+                   help="source IPv4 address (default: the interface's)")
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from efvi.apps.send import Sender
+
     last = [0]
 
     def tick(st: SendStats) -> None:
-        progress(f"tx-rate {st.tx_packets - last[0]:>10} pps  total {st.tx_packets}",
-                 json_mode=args.json)
+        progress(f"tx-rate {st.tx_packets - last[0]:>10} pps  total {st.tx_packets}")
         last[0] = st.tx_packets
 
     with Sender(args.url, args.dest, args.port, sport=args.lport, payload=args.size,
@@ -76,4 +85,4 @@ def run(args: argparse.Namespace) -> int:
             causes = ", ".join(f"{k}={v}" for k, v in vst.items() if k.endswith("_drops") and v)
             print(f"Dropped: {vst['drops']} ({causes})")
     ok = st.completed == st.tx_packets and st.out_of_order == 0
-    return 0 if ok else 1
+    return EXIT_OK if ok else EXIT_RUNTIME

@@ -4,24 +4,31 @@
 
 FILTER uses efsink's grammar (``udp:HOST:PORT[,RHOST:RPORT]``, ``eth:[vid=N,]MAC``,
 ``unicast-all``, ``multicast-all``, ``sniff``, ...; add ``,sniff`` to copy instead of
-steal). Prints ``pkt-rate bandwidth(Mbps) total-pkts`` once a second and a summary.
+steal). Prints ``pkt-rate bandwidth(Mbps) total-pkts`` once a second (stderr) and a
+summary (stdout); ``-v``/``-d`` print one line (and a hexdump) per packet on stdout.
+SIGINT/SIGTERM stop it with the summary.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import TYPE_CHECKING
 
-from efvi.apps.sink import Sink, SinkStats
 from efvi.cli import argtypes as at
-from efvi.cli.common import emit_json, progress, stop_on_signals
+from efvi.cli.common import (EXIT_OK, Subparsers, add_json_flag, emit_json, progress,
+                             stop_on_signals)
+
+if TYPE_CHECKING:
+    from efvi.apps.sink import SinkStats
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("sink", help="receive frames matching filters and count them (efsink)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("url", type=at.driver_url, help="driver URL: sim[:PORT?wire=@NAME], xdp:IFNAME[@Q], packet:IFNAME")
-    p.add_argument("filters", nargs="+", metavar="FILTER", type=at.filter_spec, help="filter spec(s), efsink grammar")
+    p.add_argument("url", type=at.driver_url,
+                   help="driver URL: sim[:PORT?wire=@NAME], xdp:IFNAME[@Q], packet:IFNAME")
+    p.add_argument("filters", nargs="+", metavar="FILTER", type=at.filter_spec,
+                   help="filter spec(s), efsink grammar")
     p.add_argument("-n", dest="count", type=at.int_range(1), help="exit after N packets")
     p.add_argument("--duration", type=at.seconds, help="exit after S seconds (> 0)")
     p.add_argument("-d", dest="hexdump", action="store_true", help="hexdump each packet")
@@ -29,8 +36,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="one line per packet: ts_ns len flags")
     p.add_argument("-j", dest="join", action="store_true",
                    help="join multicast groups of the filters through the kernel (IGMP)")
-    p.add_argument("-F", dest="fill", type=at.int_range(1), help="maximum RX ring fill level (>= 1)")
-    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("-F", dest="fill", type=at.int_range(1),
+                   help="maximum RX ring fill level (>= 1)")
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
@@ -43,6 +51,8 @@ def _hexdump(frame: bytes) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from efvi.apps.sink import Sink
+
     specs = args.filters
     hook = None
     if args.verbose or args.hexdump:
@@ -50,17 +60,20 @@ def run(args: argparse.Namespace) -> int:
             line = f"{ts} len={len(frame)} flags={flags:#x}"
             if args.hexdump:
                 line += "\n" + _hexdump(frame)
-            progress(line, json_mode=args.json)
+            if args.json:  # stdout holds the one JSON object
+                progress(line)
+            else:
+                print(line)
 
     last = [0, 0]
 
     def tick(st: SinkStats) -> None:
         pkts, byts = st.rx_packets - last[0], st.rx_bytes - last[1]
         last[:] = [st.rx_packets, st.rx_bytes]
-        progress(f"{pkts:>10} {byts * 8 / 1e6:>14.3f} {st.rx_packets:>12}", json_mode=args.json)
+        progress(f"{pkts:>10} {byts * 8 / 1e6:>14.3f} {st.rx_packets:>12}")
 
     with Sink(args.url, specs, fill=args.fill, join=args.join) as sink:
-        progress("#  pkt-rate  bandwidth(Mbps)  total-pkts", json_mode=args.json)
+        progress("#  pkt-rate  bandwidth(Mbps)  total-pkts")
         with stop_on_signals() as stop:
             st = sink.run(count=args.count, duration_s=args.duration, on_packet=hook,
                           on_second=tick, stop=stop)
@@ -74,12 +87,11 @@ def run(args: argparse.Namespace) -> int:
                    "pps": round(pps, 1), "clock": st.clock})
     else:
         print(f"received {st.rx_packets} packets ({st.rx_bytes} bytes) in {st.elapsed_s:.3f} s "
-              f"({pps:.0f} pps from first to last); discards {st.rx_discards}; drops {st.drops}",
-              file=sys.stdout)
+              f"({pps:.0f} pps from first to last); discards {st.rx_discards}; drops {st.drops}")
         if st.rx_after_limit:
             print(f"{st.rx_after_limit} more packets arrived in the last batch after -n "
                   f"{args.count}: harvested, not counted")
         causes = ", ".join(f"{k}={v}" for k, v in st.drop_causes.items() if v)
         if causes:
             print(f"drops by cause: {causes}")
-    return 0
+    return EXIT_OK

@@ -5,7 +5,7 @@ file shells).
   or numpy batches (:class:`RecordBatch`) in constant memory.
 * :class:`PcapWriter` / :class:`PcapNgWriter` — per-record ``write`` and vectorised
   ``write_batch``; pcapng adds ``add_interface`` and ``set_stats`` (ISB at close).
-* :func:`efvi.pcap.info.summarize` — a capinfos-like summary (``efvi pcap info``).
+* :func:`efvi.apps.pcap.summarize` — a capinfos-like summary (``efvi pcap info``).
 
 Bad bytes raise :class:`efvi.errors.FormatError` naming the file offset, after every
 complete record before the fault has been delivered.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["ip_bytes", "ip_str", "ip4_int", "mac_bytes", "mac_int", "mac_str"]
+__all__ = ["ip_bytes", "ip_str", "ip4_int", "mac_bytes", "mac_int", "mac_str", "multicast_mac"]
 
 MacLike = str | bytes | bytearray | int
 IpLike = str | bytes | bytearray | int | ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -72,3 +72,9 @@ def ip4_int(addr: IpLike) -> int:
     if len(b) != 4:
         raise ValueError("not an IPv4 address")
     return int.from_bytes(b, "big")
+
+
+def multicast_mac(group: IpLike) -> bytes:
+    """The Ethernet MAC of an IPv4 multicast group: 01:00:5e + its low 23 bits (RFC 1112)."""
+    g = int(ipaddress.IPv4Address(bytes(group) if isinstance(group, bytearray) else group))
+    return bytes([0x01, 0x00, 0x5E, (g >> 16) & 0x7F, (g >> 8) & 0xFF, g & 0xFF])

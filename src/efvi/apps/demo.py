@@ -8,7 +8,6 @@ receive side checks order and gaps and measures one-way latency on the adapter c
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 import time
 from collections.abc import Callable
@@ -21,18 +20,13 @@ from efvi import (Driver, EventType, FilterSpec, MemoryRegion, ProtectionDomain,
                   VirtualInterface)
 from efvi.constants import PKT_BUF_SIZE
 from efvi.pcap import PcapNgWriter
+from efvi.wire.address import multicast_mac
 from efvi.wire.build import udp_frame
 
 #: message: seq u64, send_ts_ns i64, symbol 8s, price i64 (1e-4), qty u32, side u8, pad
 MESSAGE = struct.Struct("!Qq8sqIB3x")
 PAYLOAD_OFF = 42  # Ethernet 14 + IPv4 20 + UDP 8
 _RX = int(EventType.RX)
-
-
-def multicast_mac(group: str) -> bytes:
-    """01:00:5e + the low 23 bits of an IPv4 group (RFC 1112)."""
-    g = int(ipaddress.IPv4Address(group))
-    return bytes([0x01, 0x00, 0x5E, (g >> 16) & 0x7F, (g >> 8) & 0xFF, g & 0xFF])
 
 
 @dataclass

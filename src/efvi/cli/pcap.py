@@ -1,25 +1,25 @@
 """``efvi pcap info FILE [--json]`` and ``efvi pcap convert IN OUT [--format F]
-[--snaplen N]``: capinfos and editcap for the two capture formats, ns throughout."""
+[--snaplen N]``: capinfos and editcap for the two capture formats, ns throughout
+(library: :mod:`efvi.apps.pcap`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from typing import Any
 
 from efvi.cli import argtypes as at
-from efvi.pcap.info import convert, summarize
+from efvi.cli.common import EXIT_OK, EXIT_USAGE, Subparsers, add_json_flag, emit_json
 
 __all__ = ["register"]
 
 
 def _info(args: argparse.Namespace) -> int:
+    from efvi.apps.pcap import summarize
+
     s = summarize(args.file, name=args.file)
     if args.json:
-        print(json.dumps(s.as_dict(), indent=2))
-        return 0
+        emit_json(s.as_dict(), indent=2)
+        return EXIT_OK
     rows: list[tuple[str, object]] = [
         ("File name", s.file),
         ("File format", s.format),
@@ -40,28 +40,33 @@ def _info(args: argparse.Namespace) -> int:
     ]
     for k, v in rows:
         print(f"{k + ':':<22}{v}")
-    return 0
+    return EXIT_OK
 
 
 def _convert(args: argparse.Namespace) -> int:
-    fmt = args.format
-    if fmt is None:
-        fmt = "pcap" if os.fspath(args.output).endswith(".pcap") else "pcapng"
+    from efvi.apps.pcap import convert, output_format
+
+    fmt = output_format(args.output, args.format)
     n = convert(args.input, args.output, fmt, args.snaplen)
     print(f"{n} packets written to {args.output} ({fmt})", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     """Add the ``pcap`` command (with ``info`` and ``convert``) to the dispatcher."""
     p = subparsers.add_parser("pcap", help="inspect and convert pcap/pcapng files",
                               description="Inspect and convert capture files "
                               "(pcap µs/ns, pcapng), with ns timestamps throughout.")
     sub = p.add_subparsers(dest="pcap_command", metavar="SUBCOMMAND")
-    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        p.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    p.set_defaults(func=usage)
     i = sub.add_parser("info", help="summarise a capture file (like capinfos)")
     i.add_argument("file", type=at.path_arg, help="pcap or pcapng file ('-' for stdin)")
-    i.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_flag(i)
     i.set_defaults(func=_info)
     c = sub.add_parser("convert", help="rewrite a capture as pcap (ns) or pcapng")
     c.add_argument("input", type=at.path_arg, help="pcap or pcapng file ('-' for stdin)")

@@ -1,4 +1,4 @@
-"""A capinfos-like summary of a capture file, and lossless format conversion.
+"""``efvi pcap``: a capinfos-like summary of a capture file, and lossless conversion.
 
 Both stream the file (batch path for :func:`summarize`, per-record for
 :func:`convert`), so they work on files of any size.
@@ -7,6 +7,7 @@ Both stream the file (batch path for :func:`summarize`, per-record for
 from __future__ import annotations
 
 import errno
+import os
 from dataclasses import asdict, dataclass, field
 
 from efvi.errors import FormatError, SetupError
@@ -17,7 +18,7 @@ from efvi.pcap.pcapng import PcapNgReader, PcapNgWriter
 from efvi.pcap.reader import open_capture
 from efvi.pcap.record import Interface
 
-__all__ = ["CaptureSummary", "convert", "resolution_name", "summarize"]
+__all__ = ["CaptureSummary", "convert", "output_format", "resolution_name", "summarize"]
 
 
 def resolution_name(tsresol: int) -> str:
@@ -100,6 +101,14 @@ def summarize(src: PathOrFile, name: str | None = None) -> CaptureSummary:
             last_ns=last, duration_ns=None if first is None or last is None else last - first,
             received=received, drops=drops, skipped_blocks=skipped,
             interface_names=[i.name for i in ifaces])
+
+
+def output_format(dst: PathOrFile, fmt: str | None = None) -> str:
+    """``fmt`` if given, else ``"pcap"`` for a ``*.pcap`` path and ``"pcapng"`` otherwise."""
+    if fmt is not None:
+        return fmt
+    name = dst if isinstance(dst, (str, os.PathLike)) else ""
+    return "pcap" if os.fspath(name).endswith(".pcap") else "pcapng"
 
 
 def convert(src: PathOrFile, dst: PathOrFile, fmt: str = "pcapng",
