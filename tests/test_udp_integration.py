@@ -15,6 +15,7 @@ import selectors
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -184,3 +185,77 @@ def test_efvi_latency_ping_pong_on_xdp_with_kernel_and_plot(pair: netns.VethPair
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(out)["served"] == 2 * 2 * 350
 
+
+
+def _code_lines(path: str) -> int:
+    """Lines of code: no blank lines, comments or the module docstring."""
+    import ast
+    src = open(path).read()
+    doc = ast.get_docstring(ast.parse(src), clean=False) or ""
+    body = src.replace(f'"""{doc}"""', "", 1)
+    return sum(1 for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#"))
+
+
+@pytest.mark.parametrize("name", ["udp_echo", "udp_async"])
+def test_echo_examples_and_their_plain_socket_twins(pair: netns.VethPair, name: str) -> None:
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent.parent / "examples"
+    a, b = pair.a, pair.b
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    assert _code_lines(str(root / f"{name}.py")) < _code_lines(str(root / "plain_socket"
+                                                                  / f"{name}.py"))
+    ks = _ksock(b)
+    for prog, args, port in ((root / f"{name}.py", [f"xdp:{a.ifname}", a.ip, "5000"], 5000),
+                             (root / "plain_socket" / f"{name}.py", [a.ip, "5002"], 5002)):
+        proc = a.popen(sys.executable, str(prog), *args, env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+        try:
+            got = b""
+            for _ in range(50):  # until the server is up
+                ks.sendto(b"echo me", (a.ip, port))
+                ks.settimeout(0.2)
+                try:
+                    got = ks.recv(100)
+                    break
+                except TimeoutError:
+                    continue
+            assert got == b"echo me", prog
+        finally:
+            proc.terminate()
+            out, err = proc.communicate(timeout=10)
+        ts, rest = out.splitlines()[-1].split(" ", 1)
+        assert int(ts) > 1_600_000_000 * 10**9 and f"('{b.ip}'," in rest and rest.endswith(" 7")
+    ks.close()
+
+
+def test_batch_example_and_its_plain_socket_twin(pair: netns.VethPair) -> None:
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent.parent / "examples"
+    a, b = pair.a, pair.b
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    assert _code_lines(str(root / "udp_batch.py")) < _code_lines(
+        str(root / "plain_socket" / "udp_batch.py"))
+    ks = _ksock(b)
+    ks.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(b.ip))
+    for prog, args, port in ((root / "udp_batch.py", [f"xdp:{a.ifname}", "239.7.7.7", "7200"],
+                              7200),
+                             (root / "plain_socket" / "udp_batch.py", ["239.7.7.8", "7201", a.ip],
+                              7201)):
+        group = args[-2] if len(args) == 3 and args[0].startswith("xdp") else args[0]
+        proc = a.popen(sys.executable, str(prog), *args, env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while group not in a.run("ip", "maddr", "show", "dev", a.ifname).stdout:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+            time.sleep(0.5)
+            for k in range(100):
+                ks.sendto(bytes(10), (group, port))
+            time.sleep(1.0)
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=10)
+        rows = [[int(x) for x in ln.split()] for ln in out.splitlines()]
+        assert sum(r[0] for r in rows) == 100 and sum(r[1] for r in rows) == 1000, prog
+    ks.close()

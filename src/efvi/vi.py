@@ -235,10 +235,17 @@ class VirtualInterface:
         return hi - lo
 
     def receive_post(self, dma_addr: int, rq_id: int) -> int:
-        """``receive_init`` + ``receive_push`` (convenient, slower than batching)."""
+        """``receive_init`` + ``receive_push`` (convenient, slower than batching; with
+        nothing else written, one scalar doorbell: the per-packet refill)."""
+        if self._rx_pushed != self._rx_added:
+            rc = self.receive_init(dma_addr, rq_id)
+            if rc == 0:
+                self.receive_push()
+            return rc
         rc = self.receive_init(dma_addr, rq_id)
         if rc == 0:
-            self.receive_push()
+            self._rx_pushed = self._rx_added
+            self._hw.rx_post_one(dma_addr, rq_id)
         return rc
 
     def receive_post_batch(self, dma_addrs: U64Array, rq_ids: U32Array) -> int:
@@ -337,10 +344,19 @@ class VirtualInterface:
         return hi - lo
 
     def transmit(self, dma_addr: int, length: int, rq_id: int) -> int:
-        """``transmit_init`` + ``transmit_push``: the right call for a single frame."""
+        """``transmit_init`` + ``transmit_push``: the right call for a single frame.
+
+        With nothing else queued (the one-packet-in-flight case) the doorbell goes
+        straight to the adapter's scalar path: one descriptor, one kick, no numpy."""
+        if self._tx_pushed != self._tx_added:
+            rc = self.transmit_init(dma_addr, length, rq_id)
+            if rc == 0:
+                self.transmit_push()
+            return rc
         rc = self.transmit_init(dma_addr, length, rq_id)
         if rc == 0:
-            self.transmit_push()
+            self._tx_pushed = self._tx_added
+            self._hw.tx_post_one(dma_addr, length, rq_id)
         return rc
 
     def transmitv(self, iov: Sequence[tuple[int, int]], rq_id: int) -> int:
