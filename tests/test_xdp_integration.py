@@ -87,14 +87,22 @@ def test_missing_interface_down_interface_and_bad_queue(pair: netns.VethPair) ->
     assert ei.value.errno == errno.ENETDOWN and "up" in ei.value.hint
 
 
-def test_mtu_larger_than_a_buffer_is_refused(pair: netns.VethPair) -> None:
+def test_mtu_larger_than_a_buffer_needs_multi_buffer_xdp(pair: netns.VethPair) -> None:
+    """Frames longer than a 2 KiB chunk: multi-buffer AF_XDP where the driver reports
+    rx-sg (veth does: the VI opens, the program is frags-aware); refused otherwise."""
     a = pair.a
     a.run("ip", "link", "set", a.ifname, "mtu", "3000")
     drv = open_in(a, f"xdp:{a.ifname}?mode=skb")
     try:
-        with ProtectionDomain(drv) as pd, pytest.raises(SetupError) as ei:
-            VirtualInterface(pd)
+        ad = drv.adapter
+        assert ad.sg and ad.sg_ok and ad.program.frags  # type: ignore[attr-defined]
+        with ProtectionDomain(drv) as pd:
+            VirtualInterface(pd).close()
+            ad.sg_ok = False  # type: ignore[attr-defined]  # a driver without rx-sg
+            with pytest.raises(SetupError) as ei:
+                VirtualInterface(pd)
         assert ei.value.errno == errno.EMSGSIZE and "mtu 1500" in ei.value.hint
+        assert "rx-sg" in str(ei.value)
     finally:
         drv.close()
 

@@ -43,6 +43,7 @@ BPF_PROG_TYPE_XDP = 6
 BPF_XDP = 37  # attach type
 
 BPF_F_XDP_DEV_BOUND_ONLY = 64  # prog_flags: a device-bound XDP program (metadata kfuncs)
+BPF_F_XDP_HAS_FRAGS = 32  # prog_flags: the XDP program handles multi-buffer frames
 
 BPF_ANY = 0
 BPF_NOEXIST = 1

@@ -14,26 +14,40 @@ clock.
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import TYPE_CHECKING
 
-from efvi.apps.latency import (DEFAULT_PORT, LatencyConfig, LatencyReport, parse_sizes,
-                               run_ping, run_pong, table)
-from efvi.cli.common import emit_json, progress, stop_on_signals
-from efvi.errors import SetupError
+from efvi.cli import argtypes as at
+from efvi.cli.common import (EXIT_OK, Subparsers, UsageError, add_json_flag, emit_json,
+                             progress, stop_on_signals)
+
+if TYPE_CHECKING:
+    from efvi.apps.latency import LatencyReport
+
+DEFAULT_PORT = 8080
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def _sizes(text: str) -> list[int]:
+    from efvi.apps.latency import parse_sizes
+    from efvi.errors import SetupError
+    try:
+        return parse_sizes(text)
+    except SetupError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("latency", help="UDP ping-pong round-trip latency (eflatency)",
                        description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("role", choices=("ping", "pong"))
-    p.add_argument("url", help="driver URL: xdp:IFNAME[@Q], packet:IFNAME, sim[:PORT?...]")
-    p.add_argument("--peer", help="ping: the pong side's IPv4 address")
-    p.add_argument("-n", dest="iters", type=int, default=100_000,
+    p.add_argument("url", type=at.driver_url,
+                   help="driver URL: xdp:IFNAME[@Q], packet:IFNAME, sim[:PORT?...]")
+    p.add_argument("--peer", type=at.ipv4, help="ping: the pong side's IPv4 address")
+    p.add_argument("-n", dest="iters", type=at.int_range(1), default=100_000,
                    help="timed round trips per size (default 100000)")
-    p.add_argument("-s", dest="sizes", default="0",
+    p.add_argument("-s", dest="sizes", default=[0], type=_sizes,
                    help="UDP payload sizes: N, a,b,c or a:b:step (default 0)")
-    p.add_argument("--warm", "-w", type=int, default=10_000,
+    p.add_argument("--warm", "-w", type=at.int_range(0), default=10_000,
                    help="warm-up round trips per size, not timed (default 10000)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--busy", dest="block", action="store_false", default=False,
@@ -43,9 +57,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--pio", action="store_true", help="send from the VI's PIO area")
     p.add_argument("--kernel", action="store_true",
                    help="also run the exchange over kernel UDP sockets (port + 1)")
-    p.add_argument("-p", "--port", type=int, default=DEFAULT_PORT,
+    p.add_argument("-p", "--port", type=at.int_range(1, 65534), default=DEFAULT_PORT,
                    help=f"UDP port of both ends (default {DEFAULT_PORT})")
-    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    add_json_flag(p)
     p.add_argument("--plot", metavar="FILE.png",
                    help="ping: write a latency distribution picture (needs efvi[plot])")
     p.set_defaults(func=run)
@@ -55,11 +69,11 @@ def _check_plot() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise SetupError("--plot needs matplotlib, which is not installed",
+        raise UsageError("--plot needs matplotlib, which is not installed",
                          hint="pip install 'efvi[plot]' (or pip install matplotlib)") from None
 
 
-def _plot(rep: LatencyReport, path: str) -> None:
+def _plot(rep: "LatencyReport", path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -83,22 +97,18 @@ def _plot(rep: LatencyReport, path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.iters <= 0 or args.warm < 0:
-        print("efvi latency: -n must be > 0 and --warm >= 0", file=sys.stderr)
-        return 2
-    if not 1 <= args.port <= 65534:
-        print(f"efvi latency: port {args.port} outside 1..65534", file=sys.stderr)
-        return 2
+    from efvi.apps.latency import LatencyConfig, run_ping, run_pong, table
     if args.plot and args.role != "ping":
-        print("efvi latency: --plot is for the ping side", file=sys.stderr)
-        return 2
+        raise UsageError("--plot is for the ping side", hint="drop --plot on pong")
+    if args.role == "ping" and not args.peer and not args.url.startswith("sim"):
+        raise UsageError("ping needs --peer IP", hint="the address the pong side listens on")
     if args.plot:
         _check_plot()
-    cfg = LatencyConfig(iters=args.iters, sizes=parse_sizes(args.sizes), warm=args.warm,
+    cfg = LatencyConfig(iters=args.iters, sizes=args.sizes, warm=args.warm,
                         block=args.block, pio=args.pio, port=args.port)
 
     def say(line: str) -> None:
-        progress(line, json_mode=args.json)
+        progress(line)
 
     with stop_on_signals() as stop:
         if args.role == "pong":
@@ -112,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                        "peer": list(rep.peer) if rep.peer else None})
         else:
             print(f"answered {rep.served} pings")
-        return 0
+        return EXIT_OK
     if args.json:
         emit_json({"role": "ping", "url": rep.url, "peer": list(rep.peer or ()),
                    "iterations": cfg.iters, "warm": cfg.warm, "tx_mode": rep.tx_mode,
@@ -144,5 +154,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"p50 ratio efvi/kernel: {ratio:.2f}x")
     if args.plot:
         _plot(rep, args.plot)
-        progress(f"# wrote {args.plot}", json_mode=args.json)
-    return 0
+        progress(f"# wrote {args.plot}")
+    return EXIT_OK

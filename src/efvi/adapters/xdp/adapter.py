@@ -48,9 +48,14 @@ Model mapping:
   ``XdpAdapter.rx_timestamp_info`` says why). Drivers such as mlx5/ice only stamp
   when RX hardware timestamping is enabled on the interface (ptp4l or
   ``hwstamp_ctl -r 1``); efvi does not change that global setting. Frames longer
-  than a buffer (2048 − 256) are dropped by the kernel and counted
-  (``rx_trunc_drops``); interfaces whose MTU allows such frames are refused at VI
-  allocation.
+  than a buffer (2048 − 256): when the interface's MTU allows them and the driver
+  reports ``rx-sg`` (veth does), the program is loaded frags-aware
+  (``BPF_F_XDP_HAS_FRAGS``), sockets bind with ``XDP_USE_SG`` and such a frame arrives
+  as a chain of buffers — RX events SOP|CONT, CONT…, then the last without CONT,
+  ``len`` cumulative (ef_vi's jumbo convention; ``poll_rx1`` leaves chains to
+  ``poll``); without rx-sg the VI is refused (EMSGSIZE). Frames the kernel still
+  cannot place are dropped and counted (``rx_trunc_drops``). TX stays one chunk per
+  frame (≤ 2048 bytes).
 * **TX** descriptors go to the TX ring; ``sendto`` kicks when the kernel sets
   need_wakeup (always, in copy mode). Completions come back in order and become TX
   events (≤ 64 descriptors each, ``rq_id`` = cumulative count). A packet of several
@@ -71,6 +76,8 @@ import time
 from efvi import netutil
 from efvi.adapters.base import Adapter, Capabilities, HwProtectionDomain, InterfaceInfo
 from efvi.adapters.xdp._common import (MAX_RX_FRAME, RESERVE, RX_FLAG_HW_TS, _OPTIONS)
+
+NETDEV_XDP_ACT_RX_SG = 32
 from efvi.adapters.xdp.link import InterfaceProgram
 from efvi.adapters.xdp.pd import XdpPD
 from efvi.adapters.xdp.program import MAX_QUEUES
@@ -133,9 +140,15 @@ class XdpAdapter(Adapter):
                          f"ethtool -L {iface} combined {queue + 1}")
             self.features = netutil.xdp_features(iface)
             self._info = netutil.interface_info(iface)
+            # jumbo MTU: frames span several UMEM chunks (multi-buffer AF_XDP, XDP_USE_SG,
+            # a frags-aware program) where the driver reports rx-sg (veth does)
+            self.sg = self.mtu + 22 > MAX_RX_FRAME
+            self.sg_ok = bool(self.features.bits & NETDEV_XDP_ACT_RX_SG) \
+                or not self.features.known
             self.program = InterfaceProgram.acquire(iface, self.ifindex, self.netns,
                                                     self.mode, force,
-                                                    options.get("ts", "auto").lower())
+                                                    options.get("ts", "auto").lower(),
+                                                    frags=self.sg and self.sg_ok)
             self._ts_hw_rx = _driver_hw_rx(iface)
         except BaseException:
             self.netns.close()

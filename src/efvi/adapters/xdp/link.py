@@ -91,8 +91,12 @@ class InterfaceProgram:
     _registry: dict[tuple[int, int], "InterfaceProgram"] = {}
 
     def __init__(self, ifname: str, ifindex: int, netns: NetnsHandle, mode: str,
-                 force: bool, ts: str = "auto") -> None:
+                 force: bool, ts: str = "auto", frags: bool = False) -> None:
         self.ifname = ifname
+        #: loaded with BPF_F_XDP_HAS_FRAGS: frames longer than one buffer reach the
+        #: sockets as multi-buffer chains (the interface's MTU needs it)
+        self.frags = frags
+        self._xflags = bpf.BPF_F_XDP_HAS_FRAGS if frags else 0
         self.ifindex = ifindex
         self.netns = netns
         self.refs = 0
@@ -126,12 +130,12 @@ class InterfaceProgram:
     # ---- registry ----------------------------------------------------------------------
     @classmethod
     def acquire(cls, ifname: str, ifindex: int, netns: NetnsHandle, mode: str,
-                force: bool, ts: str = "auto") -> "InterfaceProgram":
+                force: bool, ts: str = "auto", frags: bool = False) -> "InterfaceProgram":
         key = (netns.inode, ifindex)
         with _lock:
             prog = cls._registry.get(key)
             if prog is None or prog.prog_fd < 0:
-                prog = cls(ifname, ifindex, netns, mode, force, ts)
+                prog = cls(ifname, ifindex, netns, mode, force, ts, frags)
                 cls._registry[key] = prog
             elif ts == "hw" and not prog.hw_kfunc:
                 raise UnsupportedError(
@@ -196,7 +200,7 @@ class InterfaceProgram:
 
     def _load(self) -> None:
         code = build_program(bpf_filters=self._bpf_list()).assemble(self.fds)
-        self.prog_fd = bpf.prog_load(code, name=f"efvi_{os.getpid()}")
+        self.prog_fd = bpf.prog_load(code, name=f"efvi_{os.getpid()}", prog_flags=self._xflags)
         self.prog_id = int(bpf.prog_info(self.prog_fd)["id"])
 
     # ---- bpf filters: part of the program, so a change loads a new one -----------------
@@ -229,11 +233,12 @@ class InterfaceProgram:
             code = build_program(rx_ts_kfunc=self._kfunc_id,
                                  bpf_filters=self._bpf_list()).assemble(self.fds)
             with self.netns.enter():  # prog_ifindex is looked up in the caller's netns
-                fd = bpf.prog_load(code, name=name, prog_flags=bpf.BPF_F_XDP_DEV_BOUND_ONLY,
+                fd = bpf.prog_load(code, name=name,
+                                   prog_flags=bpf.BPF_F_XDP_DEV_BOUND_ONLY | self._xflags,
                                    ifindex=self.ifindex)
         else:
             code = build_program(bpf_filters=self._bpf_list()).assemble(self.fds)
-            fd = bpf.prog_load(code, name=name)
+            fd = bpf.prog_load(code, name=name, prog_flags=self._xflags)
         try:
             if self.via == "bpf_link":
                 bpf.link_update(self.link_fd, fd)
@@ -273,7 +278,8 @@ class InterfaceProgram:
                                  bpf_filters=self._bpf_list()).assemble(self.fds)
             try:
                 self.prog_fd = bpf.prog_load(code, name=f"efvi_{os.getpid()}",
-                                             prog_flags=bpf.BPF_F_XDP_DEV_BOUND_ONLY,
+                                             prog_flags=bpf.BPF_F_XDP_DEV_BOUND_ONLY
+                                             | self._xflags,
                                              ifindex=self.ifindex)
                 self.prog_id = int(bpf.prog_info(self.prog_fd)["id"])
                 self.link_fd = bpf.link_create(self.prog_fd, self.ifindex,

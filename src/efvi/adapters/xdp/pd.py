@@ -123,10 +123,11 @@ class XdpPD(HwProtectionDomain):
     def alloc_vi(self, rxq: int, txq: int, evq: int, flags: int,
                  queue: int | None) -> HwVI:
         a = self.adapter
-        if a.mtu + 22 > MAX_RX_FRAME:
+        if a.mtu + 22 > MAX_RX_FRAME and not a.sg_ok:
             raise SetupError(
                 f"{a.iface} has MTU {a.mtu}: its frames do not fit a {CHUNK_SIZE}-byte "
-                f"AF_XDP buffer ({MAX_RX_FRAME} bytes after the kernel's headroom)",
+                f"AF_XDP buffer ({MAX_RX_FRAME} bytes after the kernel's headroom) and its "
+                "driver reports no rx-sg (multi-buffer XDP)",
                 errno=_errno.EMSGSIZE, hint=f"run: ip link set {a.iface} mtu 1500")
         if queue is None:
             queues = [a.queue] if a.queue is not None else list(range(a.nqueues))

@@ -14,6 +14,8 @@ import numpy as np
 
 from efvi.adapters.base import EventArray, U32Array, U64Array
 from efvi.adapters.xdp._common import _HW_TS_MASK, _SCALAR_RX, M32, RX_FLAG_HW_TS
+
+_CONT = 0x2  # RxFlags.CONT
 from efvi.adapters.xdp.vibase import XdpVIBase
 from efvi.adapters.xdp.xsk import (ADDR_MASK, OFFSET_SHIFT, XDP_PKT_CONTD, XDP_RING_NEED_WAKEUP,
                                    Ring, XskSocket)
@@ -122,8 +124,8 @@ class RxPath(XdpVIBase):
         if r.prod[0] == cons:
             return -1
         j = cons & r.mask
-        if r.desc_i[4 * j + 3] & XDP_PKT_CONTD:
-            return -2
+        if self._chain_len[q] or r.desc_i[4 * j + 3] & XDP_PKT_CONTD:
+            return -2  # a multi-buffer frame: harvest it
         raw = r.desc_q[2 * j]
         ln = r.desc_i[4 * j + 2]
         base = raw & ADDR_MASK
@@ -163,13 +165,15 @@ class RxPath(XdpVIBase):
         k = min((prod - cons) & M32, room)
         if k <= 0:
             return 0
-        if k <= _SCALAR_RX:
+        if k <= _SCALAR_RX or self._chain_len[q]:
             return self._harvest_rx_scalar(q, r, out, n, k, cons)
         a = cons & r.mask
         if a + k <= r.size:
             d = r.desc[a:a + k]
         else:
             d = r.desc[(cons + np.arange(k, dtype=np.int64)) & r.mask]
+        if self.adapter.sg and (d["options"] & XDP_PKT_CONTD).any():
+            return self._harvest_rx_scalar(q, r, out, n, k, cons)  # multi-buffer frames
         raw = d["addr"]
         lens = d["len"].copy()
         base = raw & np.uint64(ADDR_MASK)
@@ -220,27 +224,46 @@ class RxPath(XdpVIBase):
         off = self._ts_off
         mask = r.mask
         nbytes = 0
+        frames = 0
+        chain = self._chain_len[q]
         for i in range(k):
             j = (cons + i) & mask
             raw = dq[2 * j]
             ln = di[4 * j + 2]
+            contd = di[4 * j + 3] & XDP_PKT_CONTD
             base = raw & ADDR_MASK
             ofs = raw >> OFFSET_SHIFT
+            nbytes += ln
+            if chain:  # a later buffer of a multi-buffer frame: CONT while more follow
+                chain += ln
+                out[n + i] = (0, 0, _CONT if contd else 0, q, ofs, ids[base >> 11], chain,
+                              self._chain_ts[q])
+                if not contd:
+                    chain = 0
+                    frames += 1
+                continue
             data = base + ofs
             meta = int.from_bytes(umem[data - 8:data], "little", signed=True)
+            fl = 1 | ((umem[data] & 1) << 3)
             if meta >= 0:
-                out[n + i] = (0, 0, 1 | ((umem[data] & 1) << 3), q, ofs, ids[base >> 11], ln,
-                              meta + off if meta > 0 else 0)
+                ts = meta + off if meta > 0 else 0
             else:  # bit 63: a hardware stamp
                 self.clock_source = "hw"
-                out[n + i] = (0, 0, 1 | ((umem[data] & 1) << 3) | RX_FLAG_HW_TS, q, ofs,
-                              ids[base >> 11], ln, meta & _HW_TS_MASK)
-            nbytes += ln
+                fl |= RX_FLAG_HW_TS
+                ts = meta & _HW_TS_MASK
+            if contd:  # the first buffer of a multi-buffer frame (SOP|CONT)
+                fl |= _CONT
+                chain = ln
+                self._chain_ts[q] = ts
+            else:
+                frames += 1
+            out[n + i] = (0, 0, fl, q, ofs, ids[base >> 11], ln, ts)
+        self._chain_len[q] = chain
         cons = (cons + k) & M32
         r.cons[0] = cons
         self._rx_cons[q] = cons
         self._q_out[q] -= k
-        self.counters["rx_packets"] += k
+        self.counters["rx_packets"] += frames
         self.counters["rx_bytes"] += nbytes
         return k
 

@@ -44,6 +44,9 @@ class XdpVIBase(HwVI):
         self._published = False
         # RX state
         self._rx_cons: dict[int, int] = {}
+        #: multi-buffer frames: per queue, bytes of the chain so far (0: none) and its stamp
+        self._chain_len: dict[int, int] = {}
+        self._chain_ts: dict[int, int] = {}
         self._fill_prod: dict[int, int] = {}
         self._q_out: dict[int, int] = {}
         self._rx_id = np.zeros(0, np.uint32)
@@ -110,13 +113,15 @@ class XdpVIBase(HwVI):
                           umem_len=pd.umem_len, rx_size=rx_size, tx_size=tx_size,
                           fill_size=max(self.rxq, 64), comp_size=max(self.txq, 64),
                           shared_fd=pd.shared_fd(), zerocopy=self.adapter.zerocopy,
-                          tx_budget=tx_size)
+                          tx_budget=tx_size, sg=self.adapter.sg)
             pd.sockets.append(s)
             self.socks[q] = s
             owners[q] = self
             if rx_size:
                 self.rx_socks.append((q, s))
                 self._rx_cons[q] = 0
+                self._chain_len[q] = 0
+                self._chain_ts[q] = 0
                 self._fill_prod[q] = 0
                 self._q_out[q] = 0
             if tx_here:

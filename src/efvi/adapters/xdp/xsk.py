@@ -134,7 +134,7 @@ class XskSocket:
     def __init__(self, ifindex: int, queue: int, *, umem_addr: int, umem_len: int,
                  rx_size: int, tx_size: int, fill_size: int, comp_size: int,
                  shared_fd: int | None = None, zerocopy: bool | None = None,
-                 tx_budget: int = 0) -> None:
+                 tx_budget: int = 0, sg: bool = False) -> None:
         self.ifindex = ifindex
         self.queue = queue
         self.rx: Ring | None = None
@@ -149,6 +149,7 @@ class XskSocket:
         except OSError as exc:
             raise _fail("socket", exc.errno or _errno.EAFNOSUPPORT) from None
         self.fd = self.sock.fileno()
+        self._sg = XDP_USE_SG if sg else 0
         try:
             self._setup(umem_addr, umem_len, rx_size, tx_size, fill_size, comp_size,
                         shared_fd, zerocopy, tx_budget)
@@ -209,7 +210,7 @@ class XskSocket:
             last: SetupError | None = None
             for mode in tries:
                 try:
-                    self._bind(XDP_USE_NEED_WAKEUP | mode, 0)
+                    self._bind(XDP_USE_NEED_WAKEUP | mode | self._sg, 0)
                     last = None
                     break
                 except SetupError as exc:
