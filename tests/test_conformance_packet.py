@@ -32,15 +32,15 @@ def _skip_unless_possible() -> None:
 
 
 @contextlib.contextmanager
-def veth_link() -> Iterator[Link]:
+def veth_link(query: str = "", subnet: int = 40) -> Iterator[Link]:
     _skip_unless_possible()
-    with netns.veth_pair(subnet=40) as pair:
+    with netns.veth_pair(subnet=subnet) as pair:
         a, b = pair.a, pair.b
         with netns.enter(a.netns):
-            tx = Driver.open(f"packet:{a.ifname}")
+            tx = Driver.open(f"packet:{a.ifname}{query}")
         try:
             with netns.enter(b.netns):
-                rx = Driver.open(f"packet:{b.ifname}")
+                rx = Driver.open(f"packet:{b.ifname}{query}")
             try:
                 yield Link(tx, rx, a.mac, b.mac, a.ip, b.ip,
                            kernel_rx_count=lambda: _rx_packets(b.netns, b.ifname))
@@ -74,6 +74,15 @@ class TestPacketVethConformance(AdapterConformance):
     @pytest.fixture
     def link(self) -> Iterator[Link]:
         with veth_link() as lk:
+            yield lk
+
+
+class TestPacketV3Conformance(AdapterConformance):
+    """Every VI on TPACKET_V3 block rings (RX and TX), blocks retired after 2 ms."""
+
+    @pytest.fixture
+    def link(self) -> Iterator[Link]:
+        with veth_link("?rx_ring=v3&retire_ms=2", subnet=42) as lk:
             yield lk
 
 

@@ -33,3 +33,7 @@ PIO_MIN_LEN = 16
 MIN_TX_FRAME = 14
 #: Largest frame the model transmits (jumbo 9216 + VLAN tags).
 MAX_TX_FRAME = 9216 + 8
+#: VI flag (``enum ef_vi_flags``): the VI accepts RX events delivered late and in
+#: batches for throughput. On ``packet`` it selects a TPACKET_V3 block ring (one
+#: wake-up per block); elsewhere it changes nothing. Events stay one per frame.
+EF_VI_RX_EVENT_MERGE = 0x200000

@@ -72,6 +72,9 @@ class ViFlags(IntFlag):
     TX_TIMESTAMPS = 0x20000
     #: the NIC writes into the registered memory directly (``capabilities.zero_copy``)
     RX_ZEROCOPY = 0x4000000
+    #: RX events may come late and in batches, for throughput: on ``packet`` a
+    #: TPACKET_V3 block ring (one wake-up per block, ``retire_ms``); no effect elsewhere
+    RX_EVENT_MERGE = 0x200000
 
 
 _FLAG_CAPS = {ViFlags.RX_TIMESTAMPS: ("rx_timestamps", "sim"),

@@ -160,6 +160,11 @@ SCHEMAS: dict[str, tuple[Option, ...]] = {
         Option("snaplen", "int", None, lo=64, hi=65535 + 18, help="bytes kept per frame"),
         Option("ts", "choice", "auto", choices=("auto", "sw", "hw")),
         Option("qdisc", "bool", False, help="1: TX through the qdisc layer (default bypasses it)"),
+        Option("rx_ring", "choice", "auto", choices=("auto", "v2", "v3"),
+               help="RX ring kind: auto = TPACKET_V3 blocks for VIs allocated with "
+                    "EF_VI_RX_EVENT_MERGE, V2 slots otherwise"),
+        Option("retire_ms", "int", 20, lo=1, hi=1000,
+               help="TPACKET_V3: a block goes to the VI this long after its first frame"),
     ),
 }
 

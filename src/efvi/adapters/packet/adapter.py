@@ -164,6 +164,8 @@ class PacketAdapter(Adapter):
         if self.direction not in DIRECTIONS:
             raise SetupError(f"bad dir={self.direction!r}", errno=errno.EINVAL,
                              hint="use dir=in (received frames), out (sent) or inout")
+        self.rx_ring = options.get("rx_ring", "auto")
+        self.retire_ms = _int_opt(options, "retire_ms", 20, 1, 1000)
         ts = options.get("ts", "auto")
         if ts not in ("auto", "sw", "hw"):
             raise SetupError(f"bad ts={ts!r}", errno=errno.EINVAL, hint="use ts=auto|sw|hw")

@@ -76,7 +76,7 @@ class PacketPD(HwProtectionDomain):
                  queue: int | None) -> "PacketVI":
         a = self.adapter
         with a._ns.enter():
-            vi = PacketVI(self, rxq, txq, evq, queue)
+            vi = PacketVI(self, rxq, txq, evq, queue, flags)
         a._vis.add(vi)
         return vi
 

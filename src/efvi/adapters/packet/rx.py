@@ -42,6 +42,12 @@ class RxPath(PacketVIBase):
         self._d_tail += n
 
     def _take(self, budget: int | None = None) -> None:
+        if self._blocks is not None:
+            self._take_blocks(budget)
+        else:
+            self._take_slots(budget)
+
+    def _take_slots(self, budget: int | None = None) -> None:
         """Move ready ring frames into posted buffers (events into the pending queue).
 
         ``budget`` bounds the frames delivered (frames with no buffer are dropped
@@ -75,11 +81,13 @@ class RxPath(PacketVIBase):
                 take = min(nready, avail, self._room(), left)
                 if take <= 0:
                     return
-                done = self._take_fast(cur, take)
+                fr = _slot_frames(r, cur, take)
+                done = self._take_fast(fr, take)
                 if done == 0:
-                    done = self._take_slow(cur, take)
+                    done = self._take_slow(fr, take)
                     if done == 0:
                         return
+                r.status[cur:cur + done] = ring.TP_STATUS_KERNEL  # back to the kernel
                 cur += done
                 self._cur = cur % ns
                 nready -= done
@@ -89,14 +97,55 @@ class RxPath(PacketVIBase):
             if run_ends:
                 return
 
-    def _take_fast(self, cur: int, n: int) -> int:
-        """n frames from slot ``cur``, one buffer each, vectorised; 0 if not applicable."""
-        r = self._rx
-        assert r is not None
-        sl = slice(cur, cur + n)
-        status = r.status[sl]
-        lens = r.length[sl].astype(np.int64)
-        if (status & ring.TP_STATUS_VLAN_VALID).any() or (r.snaplen[sl] != r.length[sl]).any():
+    def _take_blocks(self, budget: int | None = None) -> None:
+        """TPACKET_V3: the frames of the block being read, then of the next block if it
+        is ready — at most one block newly opened per call (never chases the kernel).
+        A block goes back to the kernel when its last frame has been taken (or dropped:
+        frames finding no posted buffer are ``rx_nodesc_drops``, as with slots)."""
+        br = self._blocks
+        assert br is not None
+        left = budget if budget is not None else 1 << 62
+        opened = False
+        while left > 0:
+            fr = self._bfr
+            if fr is None:
+                if opened or not br.ready(self._cur):
+                    return
+                fr = self._bfr = br.frames(self._cur)
+                self._bpos = 0
+                opened = True
+            pos, k = self._bpos, len(fr)
+            while pos < k:
+                avail = self._d_tail - self._d_head
+                if avail == 0:  # nowhere to put them: dropped, as on a NIC
+                    self.c["rx_nodesc_drops"] += k - pos
+                    pos = k
+                    break
+                take = min(k - pos, avail, self._room(), left)
+                if take <= 0:
+                    self._bpos = pos
+                    return
+                part = fr.part(pos, pos + take)
+                done = self._take_fast(part, take)
+                if done == 0:
+                    done = self._take_slow(part, take)
+                    if done == 0:
+                        self._bpos = pos
+                        return
+                pos += done
+                left -= done
+                if left <= 0 and pos < k:
+                    self._bpos = pos
+                    return
+            br.release(self._cur)
+            self._cur = (self._cur + 1) % br.nblocks
+            self._bfr = None
+
+    def _take_fast(self, fr: ring.Frames, n: int) -> int:
+        """The n frames of ``fr``, one buffer each, vectorised; 0 if not applicable."""
+        status = fr.status
+        lens = fr.length.astype(np.int64)
+        if (status & ring.TP_STATUS_VLAN_VALID).any() or (fr.snaplen != fr.length).any():
             return 0
         didx = (self._d_head + np.arange(n, dtype=np.int64)) & self._d_mask
         addrs = self._d_addr[didx]
@@ -111,17 +160,16 @@ class RxPath(PacketVIBase):
         cap = np.minimum(self.rx_buffer_len, PKT_BUF_SIZE - (offs % PKT_BUF_SIZE))
         if (lens > cap).any():
             return 0
-        soffs = np.arange(cur, cur + n, dtype=np.int64) * r.fs + r.mac[sl]
-        scatter(mem, offs, r.mem, soffs, lens)
-        ts = r.sec[sl].astype(np.int64) * 1_000_000_000 + r.nsec[sl]
-        first = r.mem[soffs]
-        r.status[sl] = ring.TP_STATUS_KERNEL  # the slots go back to the kernel
+        soffs = fr.soff
+        scatter(mem, offs, fr.mem, soffs, lens)
+        ts = fr.sec.astype(np.int64) * 1_000_000_000 + fr.nsec
+        first = fr.mem[soffs]
         ev = self._pend[self._np:self._np + n]
         ev["type"] = _RX
         ev["subtype"] = 0
         ev["flags"] = _SOP | ((first & 1).astype(np.uint16) * _MCAST)
         if self.adapter.direction != "in":  # mark what this host sent
-            out = r.mem[np.arange(cur, cur + n, dtype=np.int64) * r.fs + _PKTTYPE_OFF]
+            out = fr.mem[fr.hdr + fr.pkttype_at]
             ev["flags"] |= (out == _PACKET_OUTGOING).astype(np.uint16) * _OUT
         ev["q_id"] = self.q_id
         ev["ofs"] = 0
@@ -141,22 +189,21 @@ class RxPath(PacketVIBase):
         self._d_head += 1
         return int(self._d_addr[i]), int(self._d_id[i])
 
-    def _take_slow(self, cur: int, n: int) -> int:
-        """Frame by frame: VLAN re-insertion, chains, truncation. Returns frames taken."""
-        r = self._rx
-        assert r is not None
+    def _take_slow(self, fr: ring.Frames, n: int) -> int:
+        """Frame by frame: VLAN re-insertion, chains, truncation. Returns frames taken
+        (the caller gives their ring space back)."""
         c = self.c
         taken = 0
-        for slot in range(cur, cur + n):
-            st = int(r.status[slot])
-            length, snap, mac = int(r.length[slot]), int(r.snaplen[slot]), int(r.mac[slot])
-            ts = int(r.sec[slot]) * 1_000_000_000 + int(r.nsec[slot])
-            base = slot * r.fs + mac
-            frame = r.mem[base:base + snap]
+        for i in range(n):
+            st = int(fr.status[i])
+            length, snap = int(fr.length[i]), int(fr.snaplen[i])
+            ts = int(fr.sec[i]) * 1_000_000_000 + int(fr.nsec[i])
+            base = int(fr.soff[i])
+            frame = fr.mem[base:base + snap]
             if st & ring.TP_STATUS_VLAN_VALID:
-                tpid = int(r.vlan_tpid[slot]) if st & ring.TP_STATUS_VLAN_TPID_VALID else 0
-                tag = np.frombuffer(struct.pack(">HH", tpid or 0x8100, int(r.vlan_tci[slot])),
-                                    np.uint8)
+                tpid = int(fr.vlan_tpid[i]) if st & ring.TP_STATUS_VLAN_TPID_VALID else 0
+                tag = np.frombuffer(struct.pack(">HH", tpid or 0x8100,
+                                                int(fr.vlan_tci[i]) & 0xFFFF), np.uint8)
                 frame = np.concatenate((frame[:12], tag, frame[12:]))
                 length += 4
                 snap += 4
@@ -166,11 +213,10 @@ class RxPath(PacketVIBase):
             desc = self._next_desc()
             if desc is None:
                 c["rx_nodesc_drops"] += 1
-                r.status[slot] = ring.TP_STATUS_KERNEL
                 taken += 1
                 continue
             mcast = _MCAST if snap and frame[0] & 1 else 0
-            if int(r.mem[slot * r.fs + _PKTTYPE_OFF]) == _PACKET_OUTGOING:
+            if int(fr.mem[int(fr.hdr[i]) + fr.pkttype_at]) == _PACKET_OUTGOING:
                 mcast |= _OUT  # rides with the SOP flags: this host sent it
             if snap < length:  # the ring cut it (longer than snaplen): TRUNC discard
                 addr, rq_id = desc
@@ -179,7 +225,6 @@ class RxPath(PacketVIBase):
                 c["rx_trunc_drops"] += 1
             else:
                 self._chain(desc, frame, length, mcast, ts)
-            r.status[slot] = ring.TP_STATUS_KERNEL
             taken += 1
         return taken
 
@@ -216,3 +261,12 @@ class RxPath(PacketVIBase):
                 return
             desc = nxt
 
+
+
+def _slot_frames(r: ring.Ring, cur: int, n: int) -> ring.Frames:
+    """Slots ``cur .. cur+n`` of a V2 ring as :class:`~.ring.Frames` (views)."""
+    sl = slice(cur, cur + n)
+    hdr = np.arange(cur, cur + n, dtype=np.int64) * r.fs
+    return ring.Frames(r.mem, hdr + r.mac[sl], r.length[sl], r.snaplen[sl], r.status[sl],
+                       r.sec[sl], r.nsec[sl], r.vlan_tci[sl], r.vlan_tpid[sl], hdr,
+                       _PKTTYPE_OFF)

@@ -43,7 +43,7 @@ class TxPath(PacketVIBase):
                 mem, _ = res
                 offs = (addrs & np.uint64(_OFF_MASK)).astype(np.int64)
                 slots = (self._slot_next + np.arange(n, dtype=np.int64)) % t.nslots
-                scatter(t.mem, slots * t.fs + ring.TX_DATA_OFFSET, mem, offs, ln64)
+                scatter(t.mem, slots * t.fs + t.data_off, mem, offs, ln64)
                 t.length[slots] = lens
                 t.status[slots] = ring.TP_STATUS_SEND_REQUEST
                 self._slot_next += n
@@ -86,7 +86,7 @@ class TxPath(PacketVIBase):
             return False
         slot = self._slot_next % t.nslots
         self._slot_next += 1
-        o = slot * t.fs + ring.TX_DATA_OFFSET
+        o = slot * t.fs + t.data_off
         t.mem[o:o + total] = frame
         t.length[slot] = total
         t.status[slot] = ring.TP_STATUS_SEND_REQUEST

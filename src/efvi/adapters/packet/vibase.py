@@ -13,8 +13,8 @@ import numpy as np
 
 from efvi.adapters.base import HwVI
 from efvi.adapters.packet.filter_prog import MISMATCH_KINDS, compile_filters
-from efvi.adapters.packet.ring import PacketSocket
-from efvi.constants import PKT_BUF_SIZE
+from efvi.adapters.packet.ring import V3_MIN_STRIDE, Frames, PacketSocket
+from efvi.constants import EF_VI_RX_EVENT_MERGE, PKT_BUF_SIZE
 from efvi.events import event_array
 from efvi.filters import FilterKind, FilterSpec
 
@@ -28,7 +28,8 @@ class PacketVIBase(HwVI):
     rx_buffer_len = PKT_BUF_SIZE
     rx_prefix_len = 0
 
-    def __init__(self, pd: PacketPD, rxq: int, txq: int, evq: int, queue: int | None) -> None:
+    def __init__(self, pd: PacketPD, rxq: int, txq: int, evq: int, queue: int | None,
+                 flags: int = 0) -> None:
         a = pd.adapter
         self.pd = pd
         self.adapter = a
@@ -41,12 +42,19 @@ class PacketVIBase(HwVI):
         # posted (a burst the VI could take must not overflow the ring first)
         slots = a.ring_slots or max(256, (4 << 20) // max(2048, _pow2(a.snaplen + 72)),
                                     _pow2(rxq))
+        v3 = bool(rxq) and (a.rx_ring == "v3" or (a.rx_ring == "auto"
+                                                   and bool(flags & EF_VI_RX_EVENT_MERGE)))
+        blocks = _block_geometry(rxq, slots * 2048 if a.ring_slots else 4 << 20,
+                                 a.retire_ms) if v3 else None
         self._s = PacketSocket(a.iface, slots if rxq else 0, a.snaplen, txq, a.max_frame + 4,
                                qdisc_bypass=a.qdisc_bypass, hw_timestamps=a.hw_ts,
-                               reject_all=compile_filters([]))
+                               reject_all=compile_filters([]), blocks=blocks)
         self._rx = self._s.rx
+        self._blocks = self._s.rx_blocks
         self._tx = self._s.tx
-        self._cur = 0
+        self._cur = 0  # V2: the next slot to look at; V3: the block being read
+        self._bfr: Frames | None = None  # V3: the frames of block _cur, once opened
+        self._bpos = 0  # V3: how many of them have been taken
         # posted RX descriptors (FIFO)
         rs = max(rxq, 2)
         self._d_addr = np.zeros(rs, np.uint64)
@@ -55,6 +63,7 @@ class PacketVIBase(HwVI):
         self._d_head = self._d_tail = 0
         # events made while taking frames, handed out by harvest
         self._pend = event_array(2 * rs + 64)
+        self._pend_words = self._pend.view(np.uint64).reshape(-1, 3)
         self._np = 0  # pending events are self._pend[self._ph:self._np]
         self._ph = 0
         # TX completion FIFO: one entry per frame
@@ -76,7 +85,7 @@ class PacketVIBase(HwVI):
 
     # ---- control -------------------------------------------------------------------------
     def _apply_filter(self) -> None:
-        if self.closed or self._rx is None:
+        if self.closed or (self._rx is None and self._blocks is None):
             return
         a = self.adapter
         others = a._others_for(self) if any(s.kind in MISMATCH_KINDS
@@ -112,6 +121,16 @@ class PacketVIBase(HwVI):
         e["type"], e["subtype"], e["flags"], e["q_id"] = etype, subtype, flags, self.q_id
         e["ofs"], e["rq_id"], e["len"], e["ts_ns"] = 0, rq_id, length, ts
         self._np += 1
+
+
+def _block_geometry(rxq: int, total: int, retire_ms: int) -> tuple[int, int, int]:
+    """(block size, blocks, retire ms) of a V3 ring: a block holds at most half the VI's
+    RX ring in minimum-size frames (so a whole block finds buffers when the VI reposts
+    as it goes), 8 KiB .. 4 MiB; at least 4 blocks, ``total`` bytes in all."""
+    bs = 8192
+    while bs * 2 <= min(4 << 20, max(rxq, 64) // 2 * V3_MIN_STRIDE):
+        bs *= 2
+    return bs, max(4, total // bs), retire_ms
 
 
 def _pow2(n: int) -> int:

@@ -48,6 +48,19 @@ def _run(ridx: I64) -> int | None:
     return r0
 
 
+def _stride(offs: I64) -> int | None:
+    """The common difference if ``offs`` is an arithmetic progression, else None."""
+    n = offs.shape[0]
+    if n < 2:
+        return 8
+    d = int(offs[1]) - int(offs[0])
+    if d <= 0 or int(offs[-1]) - int(offs[0]) != d * (n - 1):
+        return None
+    if n > 2 and not (np.diff(offs) == d).all():
+        return None
+    return d
+
+
 def _cols(rows: U8, col: int, w: int) -> npt.NDArray[np.generic]:
     """Columns [col, col+w) of every row, as 8-byte words when aligned (w rounded up)."""
     if col % 8 == 0:
@@ -132,6 +145,32 @@ def scatter(dst: U8, doffs: I64, src: U8, soffs: I64, lens: I64) -> None:
             block = np.where(keep, block, drows[didx, dc:dc + w])
         drows[didx, dc:dc + w] = block
         return
+    if dl is not None and dl[2] % 8 == 0 and not (soffs & 7).any():
+        # packed 8-aligned source (a TPACKET_V3 block) into buffers: 8-byte words,
+        # read through a strided view when the frames are evenly spaced
+        swords = _words(src)
+        drows, didx, dc = dl
+        w8 = (w + 7) >> 3
+        if swords is not None and drows.ctypes.data % 8 == 0 and dc + w8 * 8 <= PKT_BUF_SIZE:
+            step = _stride(soffs)
+            s0 = int(soffs[0]) >> 3
+            if step is not None and step % 8 == 0 and s0 + (step >> 3) * (n - 1) + w8 \
+                    <= swords.shape[0]:
+                wblock = np.ndarray((n, w8), np.uint64, swords, s0 * 8, (step, 8))
+            else:
+                idx = (soffs >> 3)[:, None] + np.arange(w8, dtype=np.int64)
+                np.minimum(idx, swords.shape[0] - 1, out=idx)
+                wblock = swords[idx]
+            dwords = drows.view(np.uint64)[:, dc >> 3:(dc >> 3) + w8]
+            d0 = _run(didx)
+            if not uniform:
+                keep8 = np.arange(w8, dtype=np.int64)[None, :] < ((lens + 7) >> 3)[:, None]
+                wblock = np.where(keep8, wblock, dwords[didx])
+            if d0 is not None:
+                dwords[d0:d0 + n] = wblock
+            else:
+                dwords[didx] = wblock
+            return
     if n * w > (1 << 19):
         for s, d, ln in zip(soffs.tolist(), doffs.tolist(), lens.tolist()):
             dst[d:d + ln] = src[s:s + ln]
