@@ -260,3 +260,8 @@ def test_station_filters_refuse_stealing_on_a_real_interface() -> None:
     with pytest.raises(UnsupportedError, match="packet"):
         station_filters(cfg, "xdp", sniff=False, steal=True)
     assert all(f.sniff_mode for f in station_filters(cfg, "packet", sniff=True, steal=False))
+    precise = station_filters(StationConfig.parse(MAC, ip=IP4, ipv6=IP6, udp_echo=(7,)), "xdp",
+                              sniff=False, steal=True, kinds=frozenset({"bpf", "ip_local"}))
+    assert [str(f) for f in precise] == [
+        f"bpf:arp {IP4}", f"bpf:icmp-echo {IP4}", f"bpf:icmp6-echo-nd {IP6}",
+        f"udp:{IP4}:7", f"udp:{IP6}:7"]

@@ -35,8 +35,8 @@ def pair6() -> Iterator[netns.VethPair]:
         yield p
 
 
-def _station(side: netns.Side, *args: str) -> subprocess.Popen[bytes]:
-    return side.popen(sys.executable, "-m", "efvi.cli.main", "station", f"packet:{side.ifname}",
+def _station(side: netns.Side, *args: str, adapter: str = "packet") -> subprocess.Popen[bytes]:
+    return side.popen(sys.executable, "-m", "efvi.cli.main", "station", f"{adapter}:{side.ifname}",
                       *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
 
 
@@ -46,10 +46,14 @@ def _wait_header(p: subprocess.Popen[bytes]) -> None:
     assert line.startswith("# station"), line
 
 
-def test_ping_ping6_arping_udp_answered_kernel_still_answers(pair6: netns.VethPair) -> None:
+@pytest.mark.parametrize("adapter", ["packet", "xdp"])
+def test_ping_ping6_arping_udp_answered_kernel_still_answers(pair6: netns.VethPair,
+                                                             adapter: str) -> None:
+    """On xdp the station steals its frames with the precise bpf filters; on packet it
+    sniffs them. Either way the kernel keeps answering for its own address."""
     a, b = pair6.a, pair6.b
     st = _station(a, "--ip", f"{STATION}/24", "--ipv6", STATION6, "--udp-echo", "7",
-                  "--duration", "30", "--json")
+                  "--duration", "30", "--json", adapter=adapter)
     try:
         _wait_header(st)
         ping = b.run("ping", "-c", "3", "-i", "0.2", "-W", "2", STATION, check=False)
@@ -66,8 +70,15 @@ def test_ping_ping6_arping_udp_answered_kernel_still_answers(pair6: netns.VethPa
                     "    assert d == b'echo me' and src[1] == 7, (d, src)\n"
                     "print('ok')", STATION, STATION6, check=False)
         assert udp.stdout.strip() == "ok", udp.stderr
+        # the kernel's own addresses still answer (ARP/ND for them is not taken)
+        b.run("ip", "neigh", "del", a.ip, "dev", b.ifname)  # the fixture's permanent entry
+        b.run("ip", "neigh", "flush", "dev", b.ifname)
         own = b.run("ping", "-c", "2", "-i", "0.2", "-W", "2", a.ip, check=False)
-        assert own.returncode == 0 and "2 received" in own.stdout  # the kernel's own address
+        assert own.returncode == 0 and "2 received" in own.stdout, own.stdout
+        assert a.mac in b.run("ip", "neigh", "show", a.ip, "dev", b.ifname).stdout
+        own6 = b.run("ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "fd00:198:18::1",
+                     check=False)
+        assert own6.returncode == 0 and "2 received" in own6.stdout, own6.stdout
     finally:
         st.send_signal(signal.SIGTERM)
         out, err = st.communicate(timeout=20)

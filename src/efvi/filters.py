@@ -313,6 +313,37 @@ class FilterSpec:
         return replace(self, kind=FilterKind.BPF, program=prog, expression_text=expression,
                        sniff_mode=sniff or self.sniff_mode)
 
+    # ---- one address's control protocols (classic BPF programs) ------------------------
+    @_setter
+    def arp(self, target: Any) -> "FilterSpec":
+        """ARP frames for one IPv4 address: requests for it, replies to it and other
+        hosts' claims to it (target or sender protocol address). The kernel keeps
+        every other ARP frame, so it still answers for its own addresses. A ``bpf``
+        spec (:func:`efvi.bpf.control.arp_program`); ``.sniff()`` makes it a copy."""
+        from efvi.bpf.control import arp_program
+
+        ip = _addr(target, 4)
+        return self.bpf(arp_program(ip), expression=f"arp {ipaddress.ip_address(ip)}")
+
+    @_setter
+    def icmp_echo(self, dst: Any) -> "FilterSpec":
+        """ICMP echo requests to one IPv4 address (a ``bpf`` spec)."""
+        from efvi.bpf.control import icmp_echo_program
+
+        ip = _addr(dst, 4)
+        return self.bpf(icmp_echo_program(ip),
+                        expression=f"icmp-echo {ipaddress.ip_address(ip)}")
+
+    @_setter
+    def icmp6_echo_nd(self, dst: Any) -> "FilterSpec":
+        """ICMPv6 echo requests to one IPv6 address and neighbour solicitations /
+        advertisements whose target it is (a ``bpf`` spec)."""
+        from efvi.bpf.control import icmp6_echo_nd_program
+
+        ip = _addr(dst, 6)
+        return self.bpf(icmp6_echo_nd_program(ip),
+                        expression=f"icmp6-echo-nd {ipaddress.ip_address(ip)}")
+
     @_setter
     def expression(self, text: str, *, sniff: bool = False) -> "FilterSpec":
         """Frames matching a tcpdump expression, compiled by the system's libpcap.
@@ -384,7 +415,9 @@ def parse_filter(text: str) -> FilterSpec:
     ``udp|tcp:[vid=N,]HOST:PORT[,RHOST:RPORT]``, ``eth:[vid=N,][ipproto=P,|ethertype=T,]MAC``,
     ``ethertype:[vid=N,]T``, ``ipproto:[vid=N,]P``, ``unicast-all``, ``multicast-all``,
     ``unicast-mis[:vid=N]``, ``multicast-mis[:vid=N]``, ``sniff[:promisc|no-promisc]``,
-    ``bpf:EXPRESSION`` (a tcpdump expression, compiled by libpcap; efvi's addition).
+    ``bpf:EXPRESSION`` (a tcpdump expression, compiled by libpcap; efvi's addition),
+    ``arp:IP``, ``icmp-echo:IP``, ``icmp6-echo-nd:IP6`` (one address's control frames:
+    :meth:`FilterSpec.arp` and friends; efvi's addition).
     IPv6 hosts go in brackets: ``udp:[ff15::1]:5000``. A trailing ``,sniff`` makes any
     spec a sniff (copy) filter.
     """
@@ -456,6 +489,10 @@ def parse_filter(text: str) -> FilterSpec:
         elif head in ("unicast-all", "multicast-all", "unicast-mis", "unicast-mismatch",
                       "multicast-mis", "multicast-mismatch"):
             raise ValueError(f"{head} takes only vid=N and sniff, not {','.join(keep)!r}")
+        elif head in ("arp", "icmp-echo", "icmp6-echo-nd"):
+            host = _one(keep).strip("[]")
+            spec = {"arp": FilterSpec.arp, "icmp-echo": FilterSpec.icmp_echo,
+                    "icmp6-echo-nd": FilterSpec.icmp6_echo_nd}[head](host)
         elif head == "sniff":
             mode = keep[0] if keep else "promisc"
             if len(keep) > 1 or mode not in ("promisc", "no-promisc"):
@@ -470,7 +507,7 @@ def parse_filter(text: str) -> FilterSpec:
             f"bad filter spec {text!r}: {exc}", errno=errno.EINVAL,
             hint="forms: udp:HOST:PORT[,RHOST:RPORT]  eth:[vid=N,]MAC  ethertype:T  ipproto:P  "
                  "unicast-all  multicast-all  unicast-mis  multicast-mis  sniff[:promisc]  "
-                 "bpf:EXPRESSION",
+                 "bpf:EXPRESSION  arp:IP  icmp-echo:IP  icmp6-echo-nd:IP6",
         ) from None
     if sniff:
         spec = spec.sniff()

@@ -413,38 +413,49 @@ def _ll_option(frame: Buffer, pos: int, end: int, want: int) -> bytes | None:
 
 
 # ---- filters ------------------------------------------------------------------------------
-def station_filters(cfg: StationConfig, adapter: str, sniff: bool,
-                    steal: bool) -> list[FilterSpec]:
+def station_filters(cfg: StationConfig, adapter: str, sniff: bool, steal: bool,
+                    kinds: frozenset[str] = frozenset()) -> list[FilterSpec]:
     """The filters a station on an adapter needs.
 
-    With sniff filters (``packet``) the kernel keeps its copy of every frame, so class
-    filters (every ARP, ICMP, ICMPv6 frame) are safe: the kernel still answers for its
-    own addresses and ignores the station's. On ``sim`` (no kernel stack behind the
-    port) the station steals the same classes. A stealing adapter on a real interface
-    (``xdp``) would take ARP and ICMP for the kernel's own addresses too: that needs
-    the precise control-protocol filters, so it is refused here.
+    With the ``bpf`` filter kind (every adapter today) the station asks for exactly its
+    address's control frames (:meth:`FilterSpec.arp`, :meth:`FilterSpec.icmp_echo`,
+    :meth:`FilterSpec.icmp6_echo_nd`) plus its UDP echo ports: it steals them where the
+    adapter steals (``xdp``, ``sim``) and the kernel keeps every other ARP, ICMP and ND
+    frame, so it still answers for its own addresses; on ``packet`` they are sniffed.
+    Without it, a sniffing adapter falls back to class filters (every ARP, ICMP and
+    ICMPv6 frame, copied: the kernel keeps its copy), and a stealing adapter on a real
+    interface is refused (it would take the kernel's ARP and ICMP too).
     """
     mode: Callable[[FilterSpec], FilterSpec]
-    if sniff:
+    if not steal and sniff:
         def mode(s: FilterSpec) -> FilterSpec:
             return s.sniff()
-    elif steal and adapter == "sim":
+    else:
         def mode(s: FilterSpec) -> FilterSpec:
             return s
+    specs: list[FilterSpec] = []
+    if "bpf" in kinds:
+        if cfg.ipv4 is not None:
+            specs += [FilterSpec.arp(cfg.ipv4), FilterSpec.icmp_echo(cfg.ipv4)]
+        if cfg.ipv6 is not None:
+            specs.append(FilterSpec.icmp6_echo_nd(cfg.ipv6))
+    elif sniff or adapter == "sim":
+        if sniff:
+            def mode(s: FilterSpec) -> FilterSpec:
+                return s.sniff()
+        if cfg.ipv4 is not None:
+            specs += [FilterSpec.eth_type(ETH_P_ARP), FilterSpec.ip_proto(IPPROTO_ICMP)]
+        if cfg.ipv6 is not None:
+            specs.append(FilterSpec.ip_proto(IPPROTO_ICMPV6))
     else:
         raise UnsupportedError(
             f"a station on the {adapter} adapter would steal every ARP and ICMP frame of "
-            "the interface (the kernel would stop answering for its own addresses); use "
-            "the packet adapter (packet:IFNAME), whose filters copy frames")
-    specs: list[FilterSpec] = []
-    if cfg.ipv4 is not None:
-        specs.append(FilterSpec.eth_type(ETH_P_ARP))
-        specs.append(FilterSpec.ip_proto(IPPROTO_ICMP))
-        for p in cfg.udp_echo:
+            "the interface (the kernel would stop answering for its own addresses), and "
+            "this adapter has no bpf filters for precise ones; use packet:IFNAME")
+    for p in cfg.udp_echo:
+        if cfg.ipv4 is not None:
             specs.append(FilterSpec.ip4_local("udp", cfg.ipv4, p))
-    if cfg.ipv6 is not None:
-        specs.append(FilterSpec.ip_proto(IPPROTO_ICMPV6))
-        for p in cfg.udp_echo:
+        if cfg.ipv6 is not None:
             specs.append(FilterSpec.ip6_local("udp", cfg.ipv6, p))
     return [mode(s) for s in specs]
 
@@ -491,7 +502,8 @@ class StationRunner:
             self.cfg = StationConfig.parse(mac or info.mac, ip, ipv6, udp_echo, rate_pps)
             self._refuse_kernel_addresses(info.name, info.ipv4, info.ipv6)
             caps = self.driver.capabilities
-            self.filters = station_filters(self.cfg, caps.adapter, caps.sniff, caps.steal)
+            self.filters = station_filters(self.cfg, caps.adapter, caps.sniff, caps.steal,
+                                           caps.filter_kinds)
             if self.cfg.mac != info.mac and caps.adapter == "packet":
                 # frames to a MAC the interface does not own need promiscuous mode
                 self.filters = [f.sniff(promiscuous=True) for f in self.filters]
