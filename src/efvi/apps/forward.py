@@ -33,12 +33,19 @@ import errno
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
 
-from efvi import (Driver, EventType, FilterSpec, MemoryRegion, ProtectionDomain,
-                  VirtualInterface)
+from efvi import (
+    Driver,
+    EventType,
+    FilterSpec,
+    MemoryRegion,
+    ProtectionDomain,
+    VirtualInterface,
+)
 from efvi.constants import PKT_BUF_SIZE
 from efvi.errors import SetupError, UnsupportedError
 
@@ -237,8 +244,7 @@ class Forwarder:
                 vi = dst.vi
                 assert vi is not None
                 n = vi.transmit_batch(dst.addrs[ids] + ofs.astype(np.uint64), lens, ids)
-                if n < 0:
-                    n = 0
+                n = max(n, 0)
                 if n < ids.size:
                     d.tx_full_drops += int(ids.size) - n
                     back.append(ids[n:])
@@ -288,8 +294,8 @@ class Forwarder:
         going down (``link_up`` returns the name of a side that is down), or
         ``idle_exit_s`` seconds without a frame after the first."""
         a, b = self.a, self.b
-        ab = self.dirs[0]
-        ba = self.dirs[1] if self.both else None
+        self.dirs[0]
+        self.dirs[1] if self.both else None
         st = ForwardStats(self.mode, self.dirs)
         t0 = time.perf_counter()
         next_tick = t0 + 1.0
@@ -357,7 +363,7 @@ class Forwarder:
             if side is not None:
                 side.driver.close()
 
-    def __enter__(self) -> "Forwarder":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

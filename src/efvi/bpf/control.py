@@ -23,7 +23,17 @@ not match.
 
 from __future__ import annotations
 
-from efvi.bpf.cbpf import ACCEPT, BPF_B, BPF_H, BPF_LDX, BPF_MSH, BPF_W, Asm, Insn, check
+from efvi.bpf.cbpf import (
+    ACCEPT,
+    BPF_B,
+    BPF_H,
+    BPF_LDX,
+    BPF_MSH,
+    BPF_W,
+    Asm,
+    Insn,
+    check,
+)
 
 __all__ = ["arp_program", "icmp6_echo_nd_program", "icmp_echo_program"]
 

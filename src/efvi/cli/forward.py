@@ -15,33 +15,48 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from efvi.apps._link import link_watch
-from efvi.apps.forward import Forwarder, ForwardStats
-from efvi.cli.common import emit_json, progress, stop_on_signals
-from efvi.filters import parse_filter
+from efvi.cli import argtypes as at
+from efvi.cli.common import (
+    EXIT_OK,
+    EXIT_RUNTIME,
+    Subparsers,
+    add_json_flag,
+    emit_json,
+    progress,
+    stop_on_signals,
+)
+
+if TYPE_CHECKING:
+    from efvi.apps.forward import ForwardStats
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("forward", help="forward frames between two interfaces (efforward)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("url_a", help="receive side: xdp:IF, packet:IF or sim:PORT?wire=..")
-    p.add_argument("url_b", help="transmit side (same forms)")
+    p.add_argument("url_a", type=at.driver_url, help="receive side: xdp:IF, packet:IF or sim:PORT?wire=..")
+    p.add_argument("url_b", type=at.driver_url, help="transmit side (same forms)")
     p.add_argument("--both", action="store_true", help="forward B to A as well")
     p.add_argument("--filter", dest="filters", action="append", default=[], metavar="SPEC",
+                   type=at.filter_spec,
                    help="filter spec in efsink grammar (repeatable; default unicast-all "
                         "and multicast-all)")
-    p.add_argument("-c", dest="count", type=int, help="exit after forwarding COUNT frames")
-    p.add_argument("--duration", type=float, help="exit after S seconds")
-    p.add_argument("--idle", type=float, help="exit after S seconds without a frame")
-    p.add_argument("--rxq", type=int, default=2048, help="RX ring size (default 2048)")
-    p.add_argument("--txq", type=int, default=2048, help="TX ring size (default 2048)")
-    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("-c", dest="count", type=at.int_range(1),
+                   help="exit after forwarding COUNT frames")
+    p.add_argument("--duration", type=at.seconds, help="exit after S seconds")
+    p.add_argument("--idle", type=at.seconds, help="exit after S seconds without a frame")
+    p.add_argument("--rxq", type=at.int_range(64, 32768), default=2048, help="RX ring size (default 2048)")
+    p.add_argument("--txq", type=at.int_range(64, 32768), default=2048, help="TX ring size (default 2048)")
+    add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    specs = [parse_filter(f) for f in args.filters] or None
+    from efvi.apps._link import link_watch
+    from efvi.apps.forward import Forwarder
+
+    specs = args.filters or None
     with Forwarder(args.url_a, args.url_b, both=args.both, filters=specs, rxq=args.rxq,
                    txq=args.txq, pool=max(4096, args.rxq)) as fwd:
         watches = [(fwd.a.url, link_watch(fwd.a.driver)), (fwd.b.url, link_watch(fwd.b.driver))]
@@ -55,9 +70,8 @@ def run(args: argparse.Namespace) -> int:
         copies = fwd.adapter_copies["A->B"]
         progress(f"# forward {args.url_a} -> {args.url_b}{' (both ways)' if args.both else ''}; "
                  f"mode {fwd.mode}; adapter copies per frame {copies}; filters: "
-                 + ", ".join(str(f) for f in fwd.filters_a), json_mode=args.json)
-        progress("#" + "".join(f"  {d.name + ' pps':>12}" for d in fwd.dirs) + "  drops",
-                 json_mode=args.json)
+                 + ", ".join(str(f) for f in fwd.filters_a))
+        progress("#" + "".join(f"  {d.name + ' pps':>12}" for d in fwd.dirs) + "  drops")
         last = [0] * len(fwd.dirs)
 
         def tick(st: ForwardStats) -> None:
@@ -65,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             for i, d in enumerate(st.directions):
                 cols += f"  {d.forwarded - last[i]:>12}"
                 last[i] = d.forwarded
-            progress(f" {cols}  {sum(d.drops for d in st.directions):>5}", json_mode=args.json)
+            progress(f" {cols}  {sum(d.drops for d in st.directions):>5}")
 
         with stop_on_signals() as stop:
             st = fwd.run(count=args.count, duration_s=args.duration, on_second=tick, stop=stop,
@@ -92,4 +106,4 @@ def run(args: argparse.Namespace) -> int:
             nz = ", ".join(f"{k}={v}" for k, v in drops.items() if v)
             if nz:
                 print(f"VI {side} drops: {nz}")
-    return 1 if st.stopped_by.startswith("link-down") else 0
+    return EXIT_RUNTIME if st.stopped_by.startswith("link-down") else EXIT_OK
