@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "info": "efvi.cli.info",
     "station": "efvi.cli.station",
     "forward": "efvi.cli.forward",
+    "rss": "efvi.cli.rss",
     "latency": "efvi.cli.latency",
 }
 #: the modules, for code that iterates them
