@@ -156,3 +156,68 @@ def enter(netns: str) -> Iterator[None]:
     finally:
         os.close(target)
         os.close(own)
+
+
+@dataclass(frozen=True)
+class Three:
+    """Three namespaces in a line: A --veth-- F --veth-- C (see :func:`three_namespaces`)."""
+
+    a: Side  # in A, facing F
+    fa: Side  # in F, facing A (no address)
+    fc: Side  # in F, facing C (no address)
+    c: Side  # in C, facing F
+
+
+@contextlib.contextmanager
+def three_namespaces(subnet: int = 50, mtu_c: int = 1500,
+                     tx_checksum_a: bool = False) -> Iterator[Three]:
+    """A --veth-- F --veth-- C for forwarding tests: A is 198.18.<subnet>.1, C .2, one
+    L2 segment through F, whose two interfaces have no address (a forwarder or a
+    bridge in F joins them). Permanent neighbour entries on A and C; IPv6 off.
+    ``mtu_c`` is the MTU of the F–C link. Unless ``tx_checksum_a``, A's TX checksum
+    offload is off: a veth hands locally sent frames on with a partial checksum, which
+    a forwarder outside the kernel would send as it is (a real NIC fills it in).
+    Everything is removed on exit, also on failure."""
+    _clear_stale()
+    tag = f"{os.getpid() % 100000}{next(_counter)}"
+    pid = os.getpid()
+    ns = {k: f"ef{k}{pid}_{tag}" for k in ("A", "B")}
+    ns_a, ns_f, ns_c = ns["A"], ns["B"], f"efA{pid}_c{tag}"
+    if_a, if_fa, if_fc, if_c = (f"{p}{tag}"[:15] for p in ("ta", "tf", "tg", "tc"))
+    mac_a, mac_c = f"02:00:c6:12:{subnet:02x}:01", f"02:00:c6:12:{subnet:02x}:02"
+    ip_a, ip_c = f"198.18.{subnet}.1", f"198.18.{subnet}.2"
+    made: list[str] = []
+    try:
+        for n in (ns_a, ns_f, ns_c):
+            _ip("netns", "add", n)
+            made.append(n)
+            _live.add(n)
+            _ip("-n", n, "link", "set", "lo", "up")
+            subprocess.run(["ip", "netns", "exec", n, "sysctl", "-qw",
+                            "net.ipv6.conf.all.disable_ipv6=1"], capture_output=True)
+        _ip("link", "add", if_a, "netns", ns_a, "type", "veth", "peer", "name", if_fa,
+            "netns", ns_f)
+        _ip("link", "add", if_fc, "netns", ns_f, "type", "veth", "peer", "name", if_c,
+            "netns", ns_c)
+        for n, ifn, mac, ip, peer_ip, peer_mac in ((ns_a, if_a, mac_a, ip_a, ip_c, mac_c),
+                                                   (ns_c, if_c, mac_c, ip_c, ip_a, mac_a)):
+            _ip("-n", n, "link", "set", ifn, "address", mac)
+            _ip("-n", n, "addr", "add", f"{ip}/24", "dev", ifn)
+            _ip("-n", n, "link", "set", ifn, "up")
+            _ip("-n", n, "neigh", "replace", peer_ip, "lladdr", peer_mac, "dev", ifn,
+                "nud", "permanent")
+        if not tx_checksum_a:
+            subprocess.run(["ip", "netns", "exec", ns_a, "ethtool", "-K", if_a, "tx", "off"],
+                           capture_output=True, check=True)
+        _ip("-n", ns_c, "link", "set", if_c, "mtu", str(mtu_c))
+        _ip("-n", ns_f, "link", "set", if_fc, "mtu", str(mtu_c))
+        macs = {}
+        for ifn in (if_fa, if_fc):
+            _ip("-n", ns_f, "link", "set", ifn, "up")
+            out = _ip("-n", ns_f, "-br", "link", "show", ifn).stdout.split()
+            macs[ifn] = out[2] if len(out) > 2 else ""
+        yield Three(Side(ns_a, if_a, mac_a, ip_a), Side(ns_f, if_fa, macs[if_fa], ""),
+                    Side(ns_f, if_fc, macs[if_fc], ""), Side(ns_c, if_c, mac_c, ip_c))
+    finally:
+        for n in made:
+            _cleanup(n)
