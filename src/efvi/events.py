@@ -34,6 +34,11 @@ class EventType(IntEnum):
     TX_WITH_TIMESTAMP = 7
 
 
+#: RX event flag outside ef_vi's set: a frame this host *sent*, seen by a VI of the
+#: ``packet`` adapter opened with ``dir=out|inout`` (``PACKET_OUTGOING``)
+RX_FLAG_OUTGOING = 0x200
+
+
 class RxFlags(IntFlag):
     """``EF_EVENT_FLAG_*`` on RX and RX_DISCARD events."""
 

@@ -165,6 +165,8 @@ SCHEMAS: dict[str, tuple[Option, ...]] = {
                     "EF_VI_RX_EVENT_MERGE, V2 slots otherwise"),
         Option("retire_ms", "int", 20, lo=1, hi=1000,
                help="TPACKET_V3: a block goes to the VI this long after its first frame"),
+        Option("dir", "choice", "in", choices=("in", "out", "inout"),
+               help="frames the filters see: received, sent by this host, or both"),
     ),
 }
 
@@ -176,7 +178,7 @@ FORMS = {
     "sim": "sim[:PORT][?wire=NAME&loopback=1&clock=virtual|real&mac=MAC&ip=ADDR&mtu=N"
            "&pcap=FILE&speed=1|0&loop=N&eof_event=DATA]",
     "xdp": "xdp:IFNAME[@QUEUE][?mode=auto|drv|skb&zerocopy=auto|0|1&force=1&ts=auto|sw|hw]",
-    "packet": "packet:IFNAME[?ring=N&snaplen=N&ts=auto|sw|hw&qdisc=0|1]",
+    "packet": "packet:IFNAME[?ring=N&snaplen=N&ts=auto|sw|hw&qdisc=0|1&dir=in|out|inout]",
 }
 
 

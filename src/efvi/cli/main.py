@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "forward": "efvi.cli.forward",
     "rss": "efvi.cli.rss",
     "latency": "efvi.cli.latency",
+    "capture": "efvi.cli.capture",
 }
 #: the modules, for code that iterates them
 COMMAND_MODULES: tuple[str, ...] = tuple(COMMANDS.values())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from efvi.events import EventType, RxFlags
+from efvi.events import RX_FLAG_OUTGOING, EventType, RxFlags
 
 _RX = int(EventType.RX)
 _RXD = int(EventType.RX_DISCARD)
@@ -16,8 +16,6 @@ _MCAST = int(RxFlags.MULTICAST)
 _MASK = 0xFFFFFFFF
 _REGION_SHIFT = 40
 _OFF_MASK = (1 << _REGION_SHIFT) - 1
-#: RX event flag (packet adapter, ``dir=out|inout``): a frame this host sent
-RX_FLAG_OUTGOING = 0x200
 _OUT = RX_FLAG_OUTGOING
 _PKTTYPE_OFF = 32 + 10  # sockaddr_ll.sll_pkttype, after the 32-byte tpacket2_hdr
 _PACKET_OUTGOING = 4

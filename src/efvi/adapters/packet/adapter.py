@@ -4,7 +4,7 @@
 
 ``dir`` picks which frames the VIs' filters see: received ones (``in``, the default,
 what a NIC's RX filters see), the ones this host sends (``out``: ``PACKET_OUTGOING``,
-as ``tcpdump -Q out``) or both; sent frames carry :data:`RX_FLAG_OUTGOING` in their
+as ``tcpdump -Q out``) or both; sent frames carry :data:`efvi.events.RX_FLAG_OUTGOING` in their
 RX events' ``flags``.
 
 Each VI owns one AF_PACKET socket bound to the interface, with an mmap'ed RX ring
@@ -96,7 +96,6 @@ from collections.abc import Sequence
 from efvi import netutil
 from efvi.adapters.base import Adapter, Capabilities, HwVI, InterfaceInfo
 from efvi.adapters.packet import ring
-from efvi.adapters.packet._common import RX_FLAG_OUTGOING
 from efvi.adapters.packet.filter_prog import DIRECTIONS, MISMATCH_KINDS
 from efvi.adapters.packet.pd import PacketPD, _FilterHandle
 from efvi.adapters.packet.vi import PacketVI
