@@ -185,7 +185,7 @@ class Capture:
             self.rows = self.mr.buf.reshape(nbuf, PKT_BUF_SIZE)
             self.vi.receive_post_batch(self.addrs[:self.fill],
                                        np.arange(self.fill, dtype=np.uint32))
-            self.bufcap = min(self.vi.rx_buffer_len, PKT_BUF_SIZE)
+            self.bufcap = min(self.vi.receive_buffer_len(), PKT_BUF_SIZE)
         except BaseException:
             self.driver.close()
             raise

@@ -10,27 +10,30 @@ keeps the rest); on ``packet`` the kernel runs it on the socket and the capture 
 copies. ``--filter`` adds ef_vi filter specs (efsink's grammar). ``-i IFNAME`` without
 an adapter means ``packet:IFNAME``, as tcpdump. Without ``-w`` one line per packet is
 printed, like ``tcpdump -n``; ``-w -`` writes the capture to stdout (pipe it into
-``tshark -r -`` or ``tcpdump -r -``). Exit status: 0 done (also on SIGINT/SIGTERM and
-a closed pipe), 1 runtime error (interface, privileges, output, disk full), 2 usage
-error (options, a filter expression libpcap rejects).
+``tshark -r -`` or ``tcpdump -r -``). Progress (once a second, with ``-w``) and the
+summary (tcpdump's three lines, then drops by cause) go to stderr. Exit status: 0 done
+(also on SIGINT/SIGTERM), 1 runtime error (interface, privileges, output, disk full),
+2 usage error (options, a filter expression libpcap rejects), 141 stdout's reader left.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from efvi.apps.capture import (Capture, CaptureBatch, CaptureStats, CaptureWriter,
-                               check_output_path, format_packet)
-from efvi.bpf.libpcap import DEFAULT_SNAPLEN, ExpressionError
 from efvi.cli import argtypes as at
-from efvi.cli.common import emit_json, stop_on_signals
-from efvi.errors import EfviError, SetupError
+from efvi.cli.common import (EXIT_OK, EXIT_RUNTIME, Subparsers, UsageError, add_json_flag,
+                             emit_json, progress, stop_on_signals)
+
+if TYPE_CHECKING:
+    from efvi.apps.capture import Capture, CaptureBatch, CaptureStats
+
+SNAPLEN_MAX = 262144  # tcpdump's default and maximum snapshot length
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("capture", help="capture frames to pcapng/pcap or the terminal "
                        "(tcpdump-style; expressions run in the XDP program)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,8 +41,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="xdp:IFNAME[@Q], packet:IFNAME, sim:PORT?wire=... (IFNAME = packet:)")
     p.add_argument("-w", dest="write", metavar="FILE", help="write to FILE (- = stdout)")
     p.add_argument("-c", dest="count", type=at.int_range(1), help="stop after N packets")
-    p.add_argument("-s", dest="snaplen", type=at.int_range(0, DEFAULT_SNAPLEN),
-                   default=DEFAULT_SNAPLEN, help="bytes kept per frame (0 = 262144)")
+    p.add_argument("-s", dest="snaplen", type=at.int_range(0, SNAPLEN_MAX),
+                   default=SNAPLEN_MAX, help="bytes kept per frame (0 = 262144)")
     p.add_argument("-G", dest="rotate_seconds", type=at.int_range(1), metavar="SECONDS",
                    help="start a new file every SECONDS (strftime in the -w name)")
     p.add_argument("-C", dest="rotate_mbytes", type=at.int_range(1), metavar="MBYTES",
@@ -54,7 +57,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("-p", dest="no_promisc", action="store_true",
                    help="do not put the interface in promiscuous mode")
     p.add_argument("-q", dest="quiet", action="store_true", help="no progress line")
-    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    add_json_flag(p)
     p.add_argument("--force", action="store_true",
                    help="let -w overwrite an existing file that is not a capture")
     p.add_argument("--filter", dest="filters", action="append", default=[],
@@ -63,34 +66,25 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.set_defaults(func=run)
 
 
-def _usage(msg: str) -> int:
-    print(f"efvi capture: {msg}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
+    from efvi.apps.capture import Capture, check_output_path
+    from efvi.bpf.libpcap import ExpressionError
+
     url = args.url if ":" in args.url else f"packet:{args.url}"
     expression = " ".join(args.expression) or None
-    snaplen = args.snaplen or DEFAULT_SNAPLEN
-    to_stdout = args.write == "-"
+    snaplen = args.snaplen or SNAPLEN_MAX
     text: TextIO = sys.stderr if (args.write is not None or args.json) else sys.stdout
     if args.file_count and not (args.rotate_seconds or args.rotate_mbytes):
-        return _usage("-W needs -C or -G")
-    if to_stdout and (args.rotate_seconds or args.rotate_mbytes):
-        return _usage("-G/-C need a file name, not -w -")
+        raise UsageError("-W needs -C or -G", hint="add -C MBYTES or -G SECONDS")
+    if args.write == "-" and (args.rotate_seconds or args.rotate_mbytes):
+        raise UsageError("-G/-C need a file name, not -w -")
+    if args.write and args.write != "-":
+        check_output_path(args.write, force=args.force)
     try:
-        if args.write and not to_stdout:
-            check_output_path(args.write, force=args.force)
         cap = Capture(url, filters=args.filters, expression=expression, snaplen=snaplen,
                       direction=args.direction, promiscuous=not args.no_promisc)
-    except ExpressionError as exc:
-        return _usage(str(exc))
-    except SetupError as exc:
-        print(f"efvi capture: {exc}", file=sys.stderr)
-        return 1
-    except EfviError as exc:
-        print(f"efvi capture: {exc}", file=sys.stderr)
-        return 1
+    except ExpressionError as exc:  # libpcap's message; the command line is wrong
+        raise UsageError(exc.message, hint=exc.hint) from None
     try:
         return _capture(args, cap, url, expression, snaplen, text)
     finally:
@@ -99,21 +93,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _capture(args: argparse.Namespace, cap: Capture, url: str, expression: str | None,
              snaplen: int, text: TextIO) -> int:
+    from efvi.apps.capture import CaptureWriter, format_packet
+
     writer = None
     if args.write is not None:
-        try:
-            writer = CaptureWriter(args.write, fmt=args.format, snaplen=snaplen,
-                                   interface=cap.interface, description=url,
-                                   expression=expression, clock=lambda: cap.clock,
-                                   rotate_seconds=args.rotate_seconds,
-                                   rotate_mbytes=args.rotate_mbytes,
-                                   file_count=args.file_count, force=args.force)
-        except EfviError as exc:
-            print(f"efvi capture: {exc}", file=sys.stderr)
-            return 1
+        writer = CaptureWriter(args.write, fmt=args.format, snaplen=snaplen,
+                               interface=cap.interface, description=url,
+                               expression=expression, clock=lambda: cap.clock,
+                               rotate_seconds=args.rotate_seconds,
+                               rotate_mbytes=args.rotate_mbytes,
+                               file_count=args.file_count, force=args.force)
     if not args.json:
-        print(f"efvi capture: listening on {url} (timestamps: {cap.clock}), link-type EN10MB "
-              f"(Ethernet), snapshot length {snaplen} bytes", file=sys.stderr, flush=True)
+        progress(f"efvi capture: listening on {url} (timestamps: {cap.clock}), link-type "
+                 f"EN10MB (Ethernet), snapshot length {snaplen} bytes")
     last = [0, 0, 0.0]
 
     def tick(st: CaptureStats) -> None:
@@ -123,8 +115,8 @@ def _capture(args: argparse.Namespace, cap: Capture, url: str, expression: str |
         dt = max(st.elapsed_s - last[2], 1e-9)
         last[:] = [st.captured, st.bytes, st.elapsed_s]
         causes = " ".join(f"{k}={v}" for k, v in st.drop_causes.items() if v) or "none"
-        print(f"{st.captured} packets, {dp / dt:.0f} pps, {db * 8 / dt / 1e6:.1f} Mbps, "
-              f"drops: {causes}", file=sys.stderr, flush=True)
+        progress(f"{st.captured} packets, {dp / dt:.0f} pps, {db * 8 / dt / 1e6:.1f} Mbps, "
+                 f"drops: {causes}")
 
     def show(batch: CaptureBatch) -> None:
         lines = [format_packet(int(batch.ts_ns[i]), batch.frame(i), int(batch.wire_len[i]),
@@ -132,32 +124,19 @@ def _capture(args: argparse.Namespace, cap: Capture, url: str, expression: str |
         text.write("\n".join(lines) + "\n")
         text.flush()
 
-    broken = False
     with stop_on_signals() as stop:
         def should_stop() -> bool:
-            return stop[0] or (writer is not None and writer.done)
-        try:
-            st = cap.run(writer, count=args.count, duration_s=args.duration, stop=should_stop,
-                         on_second=tick, on_batch=show if args.write is None else None)
-        except BrokenPipeError:
-            broken = True
-            st = cap.stats
-    if broken:
-        _quiet_stdout()
-        return 0
-    try:
-        _summary(args, st)
-    except BrokenPipeError:
-        _quiet_stdout()
-        return 0
-    return 1 if st.error else 0
+            return stop.is_set() or (writer is not None and writer.done)
+        st = cap.run(writer, count=args.count, duration_s=args.duration, stop=should_stop,
+                     on_second=tick, on_batch=show if args.write is None else None)
+    _summary(args, st)
+    return EXIT_RUNTIME if st.error else EXIT_OK
 
 
 def _summary(args: argparse.Namespace, st: CaptureStats) -> None:
     if args.json:
         obj = {"command": "capture", **st.as_dict()}
-        if args.write == "-":
-            import json
+        if args.write == "-":  # stdout holds the capture
             print(json.dumps(obj), file=sys.stderr, flush=True)
         else:
             emit_json(obj)
@@ -175,12 +154,3 @@ def _summary(args: argparse.Namespace, st: CaptureStats) -> None:
         print(f"efvi capture: {st.error}", file=out)
     out.flush()
 
-
-def _quiet_stdout() -> None:
-    """After EPIPE: point stdout at /dev/null so the interpreter's final flush is silent."""
-    try:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, sys.stdout.fileno())
-        os.close(fd)
-    except OSError:
-        pass
