@@ -71,6 +71,30 @@ class TxPath(PacketVIBase):
         if sent:
             self._kick()
 
+    def tx_post_one(self, addr: int, length: int, rq_id: int) -> None:
+        """One whole frame: one slice copy into the next TX slot, two stores, one
+        ``send()``; no numpy calls (the one-packet-in-flight path)."""
+        t = self._tx
+        if self.closed or t is None:
+            return
+        res = self.pd.resolve(addr)
+        if res is None or length > self.adapter.max_frame:
+            super().tx_post_one(addr, length, rq_id)
+            return
+        mem, off = res
+        slot = self._slot_next % t.nslots
+        self._slot_next += 1
+        o = slot * t.fs + ring.TX_DATA_OFFSET
+        t.mem[o:o + length] = mem[off:off + length]
+        t.length[slot] = length
+        t.status[slot] = ring.TP_STATUS_SEND_REQUEST
+        ci = self._c_tail & self._c_mask
+        self._c_slot[ci] = slot
+        self._c_ndesc[ci] = 1
+        self._c_len[ci] = length
+        self._c_tail += 1
+        self._kick()
+
     def _queue_frame(self, pieces: list[npt.NDArray[np.uint8]], ndesc: int) -> bool:
         t = self._tx
         assert t is not None
