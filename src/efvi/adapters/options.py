@@ -154,6 +154,10 @@ SCHEMAS: dict[str, tuple[Option, ...]] = {
         Option("force", "bool", False,
                help="take the interface over from another XDP program (restored on close)"),
         Option("ts", "choice", "auto", choices=("auto", "sw", "hw")),
+        Option("busy_poll", "int", 0, lo=0, hi=1_000_000,
+               help="µs of SO_BUSY_POLL (with SO_PREFER_BUSY_POLL) on RX sockets; 0: off"),
+        Option("busy_budget", "int", 64, lo=1, hi=65535,
+               help="SO_BUSY_POLL_BUDGET: frames per busy-poll NAPI run"),
     ),
     "packet": (
         Option("ring", "int", 0, lo=2, hi=1 << 22, help="RX ring slots (0: sized from rxq)"),

@@ -116,6 +116,8 @@ class XdpAdapter(Adapter):
         if not iface:
             raise SetupError("xdp needs an interface: xdp:IFNAME[@QUEUE]", errno=_errno.EINVAL)
         self.mode = options.get("mode", "auto").lower()
+        self.busy_poll = int(options.get("busy_poll", "0"))
+        self.busy_budget = int(options.get("busy_budget", "64"))
         zc = options.get("zerocopy", "auto").lower()
         self.zerocopy: bool | None = None if zc in ("auto", "") else _truthy(zc)
         force = _truthy(options.get("force"))

@@ -31,8 +31,8 @@ class XdpVI(RxPath, TxPath):
             if n >= max_events:
                 break
             n += self._harvest_rx(q, s, out, n, max_events - n)
-        if self.tx_sock is not None and n < max_events:
-            n += self._harvest_tx(out, n, max_events - n)
+        if self.tx_sock is not None and n < max_events and (self._runs or self._tx_unkicked):
+            n += self._harvest_tx(out, n, max_events - n)  # only while TX is outstanding
         while self._sw and n < max_events:
             out[n] = (_SW, 0, 0, 0, 0, 0, self._sw.popleft(), 0)
             n += 1
@@ -73,6 +73,7 @@ class XdpVI(RxPath, TxPath):
             out["xdp_" + k] = v
         out["zero_copy"] = int(self.zerocopy)
         out["queues"] = len(self.socks)
+        out["busy_poll"] = int(self.busy_poll_on)
         out["shared_umem_sockets"] = sum(s.shared_umem for s in self.socks.values())
         return out
 

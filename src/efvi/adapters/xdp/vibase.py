@@ -41,6 +41,7 @@ class XdpVIBase(HwVI):
         self.tx_sock: XskSocket | None = None
         self._sw: collections.deque[int] = collections.deque()
         self._closed = False
+        self.busy_poll_on = False  # SO_BUSY_POLL accepted (busy_poll=N in the URL)
         self._published = False
         # RX state
         self._rx_cons: dict[int, int] = {}
@@ -97,6 +98,7 @@ class XdpVIBase(HwVI):
         self._rx_id_mv = self._rx_id.data
         assert pd.umem is not None
         self._umem_mv = pd.umem.data
+        self._umem_i64 = pd.umem[:pd.umem.shape[0] & ~7].view(np.int64)
         self._poller = select.poll()
         for _, s in self.rx_socks:
             self._poller.register(s.fd, select.POLLIN)
@@ -117,6 +119,9 @@ class XdpVIBase(HwVI):
             pd.sockets.append(s)
             self.socks[q] = s
             owners[q] = self
+            if self.adapter.busy_poll and rx_size:
+                self.busy_poll_on = s.set_busy_poll(self.adapter.busy_poll,
+                                                    self.adapter.busy_budget)
             if rx_size:
                 self.rx_socks.append((q, s))
                 self._rx_cons[q] = 0

@@ -66,6 +66,11 @@ STAT_NAMES = ("rx_dropped", "rx_invalid_descs", "tx_invalid_descs", "rx_ring_ful
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
+SO_BUSY_POLL = 46
+SO_PREFER_BUSY_POLL = 69
+SO_BUSY_POLL_BUDGET = 70
+
+
 def _fail(what: str, err: int, hint: str = "") -> SetupError:
     if not hint:
         if err == _errno.EPERM:
@@ -228,6 +233,19 @@ class XskSocket:
             self.zerocopy = bool(opts & XDP_OPTIONS_ZEROCOPY)
         except OSError:
             self.zerocopy = False
+
+    def set_busy_poll(self, usecs: int, budget: int) -> bool:
+        """``SO_PREFER_BUSY_POLL`` + ``SO_BUSY_POLL`` (µs) + ``SO_BUSY_POLL_BUDGET``:
+        poll() then spins the driver's NAPI context for up to ``usecs`` instead of
+        sleeping for an interrupt. False where the kernel refuses (old kernel, no
+        CAP_NET_ADMIN for the budget); the socket works as before then."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_PREFER_BUSY_POLL, 1)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL, usecs)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL_BUDGET, budget)
+        except OSError:
+            return False
+        return True
 
     def _bind(self, flags: int, shared_fd: int) -> None:
         addr = ctypes.create_string_buffer(
