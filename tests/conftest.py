@@ -1,30 +1,30 @@
-"""Shared fixtures; records how integration tests ended for .ci/run."""
+"""Shared fixtures; records per-area integration outcomes for .ci/run (see areas.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 
 import pytest
 
+from areas import Recorder
 from efvi.testing import netns
 
-_outcomes: dict[str, int] = {"passed": 0, "failed": 0, "skipped": 0}
+_recorder = Recorder()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _recorder.collected(items)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if "integration" not in report.keywords:
-        return
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        _outcomes[report.outcome] = _outcomes.get(report.outcome, 0) + 1
+    _recorder.report(report)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = os.environ.get("EFVI_INTEGRATION_REPORT")
-    if path:
-        with open(path, "w") as f:
-            json.dump(_outcomes, f)
+    if path and not hasattr(session.config, "workerinput"):  # the xdist controller writes
+        _recorder.write(path)
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from efvi.pcap import PcapNgReader, PcapNgWriter, PcapReader, PcapWriter, open_c
 from efvi.apps.pcap import summarize
 from efvi.wire.build import udp_frame
 
+pytestmark = pytest.mark.area("interop")  # CI: no skip where tcpdump/tshark are installed
+
 T0 = 1_700_000_000_123_456_789
 N = 40
 

@@ -10,8 +10,11 @@ negative errno, and never raises for per-packet conditions:
 * ``-EINVAL`` — a bad argument: request id ``0xffffffff``, an address outside every
   registered region, a frame shorter than 14 bytes or longer than its buffers, a
   misaligned PIO offset;
-* ``-EBADF`` — the VI was closed (``poll``/``eventq_poll`` raise ClosedError instead,
-  having no integer to return).
+* ``-EBADF`` — the VI was closed. Calls that return a batch return an empty one
+  instead (``poll``: an empty :class:`EventBatch`; ``eventq_poll``,
+  ``transmit_unbundle``: ``[]``; ``transmit_completed``: an empty array) and
+  ``eventq_wait`` returns at once; ``vi.closed`` tells a closed VI from an idle one.
+  Only control-path calls (``filter_add``, ``pio``, ...) raise ClosedError.
 
 Rings have a power-of-two size; usable capacity is size − 1 (ef_vi's ``mask``).
 Buffers belong to the NIC from post until their RX event; TX buffers until
@@ -404,7 +407,7 @@ class VirtualInterface:
         """This VI's PIO region (allocated on first use; control path)."""
         if self._pio is None:
             self._check_open()
-            area = self.pd._hw.pio_area(PIO_SIZE)
+            area = self.pd._hw.pio_area(PIO_SIZE) if self.driver.capabilities.pio else None
             if area is not None:
                 mv, dma = area
                 self.pd._add_range(dma, PIO_SIZE)
@@ -421,8 +424,11 @@ class VirtualInterface:
     def transmit_pio(self, offset: int, length: int, rq_id: int) -> int:
         """Send ``length`` bytes staged at ``offset`` of the PIO region.
 
-        ``offset`` must be a multiple of 64 and ``length`` ≥ 16 (else -EINVAL).
+        ``offset`` must be a multiple of 64 and ``length`` ≥ 16 (else -EINVAL);
+        -EBADF on a closed VI. The first call allocates the region (control path).
         """
+        if self._closed:
+            return EBADF
         pio = self._pio
         if pio is None:
             pio = self.pio
@@ -433,7 +439,12 @@ class VirtualInterface:
 
     def transmit_copy_pio(self, offset: int, data: bytes | bytearray | memoryview,
                           rq_id: int) -> int:
-        """Copy ``data`` into the PIO region at ``offset`` and send it."""
+        """Copy ``data`` into the PIO region at ``offset`` and send it.
+
+        0, -EINVAL (misaligned offset, fewer than 16 bytes), -EAGAIN, -EBADF (closed).
+        """
+        if self._closed:
+            return EBADF
         pio = self.pio
         if offset % PIO_ALIGN or len(data) < PIO_MIN_LEN:
             self._rejected += 1
@@ -447,9 +458,10 @@ class VirtualInterface:
 
         The columns are views into the VI's event buffer, valid until the next poll.
         Cost: the adapter's harvest plus ~3 numpy calls; no per-event Python object.
+        On a closed VI: an empty batch (never raises).
         """
         if self._closed:
-            raise ClosedError("VI is closed")
+            return self._empty
         cap = self.evq_size
         n = self._hw.harvest(self._evbuf, cap if max_events is None or max_events > cap
                              else max(max_events, 1))
@@ -470,9 +482,12 @@ class VirtualInterface:
         Returns its request id, with ``vi.rx1 == [ofs, len, ts_ns]`` updated in place
         (no object built); -1 when nothing waits; -2 when the next event is anything
         else (a TX completion on sim, a SOP/CONT chain, an adapter without this path):
-        call :meth:`poll` to take it. Cost on xdp: one ring read and ~12 int operations
-        (no numpy). TX completions are not taken here: poll() now and then to reap them.
+        call :meth:`poll` to take it; -EBADF on a closed VI. Cost on xdp: one ring read
+        and ~12 int operations (no numpy). TX completions are not taken here: poll() now
+        and then to reap them.
         """
+        if self._closed:
+            return EBADF
         i = self._hw.rx_one()
         if i >= 0:
             self._rx_removed += 1
@@ -481,16 +496,19 @@ class VirtualInterface:
     def eventq_poll(self, max_events: int = 64) -> list[Event]:
         """Harvest up to ``max_events`` events as :class:`Event` objects.
 
-        Built on :meth:`poll`; costs one small object per event.
+        Built on :meth:`poll`; costs one small object per event. ``[]`` on a closed VI.
         """
         if max_events < EF_VI_EVENT_POLL_MIN_EVS:
             max_events = EF_VI_EVENT_POLL_MIN_EVS
         return self.poll(max_events).events()
 
     def eventq_wait(self, timeout_ns: int | None = None) -> None:
-        """Block until events may be ready (or the timeout); then poll."""
+        """Block until events may be ready (or the timeout); then poll.
+
+        Returns at once on a closed VI (nothing will arrive; never raises).
+        """
         if self._closed:
-            raise ClosedError("VI is closed")
+            return
         self._hw.wait(timeout_ns)
 
     def eventq_put(self, data: int) -> int:
@@ -503,8 +521,10 @@ class VirtualInterface:
         """Request ids completed by a TX (or TX_ERROR) event, in submission order.
 
         Frees their ring slots; at most 64 ids. Call once per TX event. Cost: a few
-        µs (plain ints for up to 8 ids, one numpy gather beyond).
+        µs (plain ints for up to 8 ids, one numpy gather beyond). ``[]`` on a closed VI.
         """
+        if self._closed:
+            return []
         removed = self._tx_removed
         n = (event.rq_id - removed) & _U32
         if n == 0 or n > self._tx_pushed - removed:
@@ -521,8 +541,11 @@ class VirtualInterface:
     def transmit_completed(self, batch: EventBatch) -> U32Array:
         """Every id completed by the TX and TX_ERROR events of ``batch``, in order.
 
-        The batch twin of :meth:`transmit_unbundle` (one numpy gather).
+        The batch twin of :meth:`transmit_unbundle` (one numpy gather); empty on a
+        closed VI.
         """
+        if self._closed:
+            return np.empty(0, np.uint32)
         t = batch.type
         sel = np.flatnonzero((t == _TX_TYPE) | (t == _TXERR_TYPE))
         if sel.size == 0:

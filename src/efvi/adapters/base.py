@@ -61,6 +61,8 @@ class Capabilities:
     multi_region: bool  # a PD may register several memory regions
     rx_queues: int  # hardware RX queues of the interface
     filter_kinds: frozenset[str] = field(default_factory=frozenset)
+    sw_events: bool = True  # eventq_put queues a software event (ef_eventq_put)
+    mcast_replicate: bool = True  # one multicast filter on several VIs feeds each of them
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -69,6 +71,7 @@ class Capabilities:
             "tx_timestamps": self.tx_timestamps, "hw_timestamps": self.hw_timestamps,
             "pio": self.pio, "vi_sets": self.vi_sets, "multi_region": self.multi_region,
             "rx_queues": self.rx_queues, "filter_kinds": sorted(self.filter_kinds),
+            "sw_events": self.sw_events, "mcast_replicate": self.mcast_replicate,
         }
 
 

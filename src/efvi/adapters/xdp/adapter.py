@@ -166,7 +166,7 @@ class XdpAdapter(Adapter):
             adapter="xdp", steal=True, sniff=False, zero_copy=bool(zc), rx_timestamps=True,
             tx_timestamps=False, hw_timestamps=self.program.hw_kfunc and self._ts_hw_rx,
             pio=True, vi_sets=True,
-            multi_region=False,
+            multi_region=False, mcast_replicate=False,
             rx_queues=1 if self.queue is not None else self.nqueues, filter_kinds=kinds)
 
     def interface_info(self) -> InterfaceInfo:
