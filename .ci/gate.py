@@ -32,7 +32,7 @@ def gate(report: dict[str, object]) -> tuple[list[str], list[str]]:
             skips = [s for s in a.get("skips", []) if "by design: " not in s]
             failures.append(f"area {name}: {a['skipped']} test(s) skipped on a machine that has "
                             f"the feature:\n    " + "\n    ".join(skips))
-        if a["passed"] == 0 and a["failed"] == 0:
+        elif a["passed"] == 0 and a["failed"] == 0:
             failures.append(f"area {name}: no test ran")
     return lines, failures
 
