@@ -232,9 +232,14 @@ def test_interrupted_writer_leaves_a_readable_file(tmp_path: Path, fmt: str,
             time.sleep(0.001)
         proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    got: list[bytes] = []
-    with open_capture(path) as r:
-        got.extend(rec.data for rec in r)  # no error: only whole records reached the OS
+    data = path.read_bytes()
+    got, err = outcome(data, False)
+    if mode == "kill9":
+        # SIGKILL can stop the kernel inside one write() between pages: at most the
+        # last record is torn, and every record before it is intact
+        assert err is None or ("truncated" in err.message and err.offset > len(data) - 200), err
+    else:
+        assert err is None, err  # a clean exit flushed whole records only
     assert len(got) >= 2001
     assert got == [i.to_bytes(4, "big") * 25 for i in range(len(got))]
     if mode != "kill9":
