@@ -7,8 +7,10 @@ Three pieces, usable apart:
 * :class:`ReplaySender` owns a TX-only VI and sends :class:`Chunk` objects on time:
   it stages a chunk's frames into its ring of buffers *before* the first deadline,
   sleeps until close to the deadline, spins the rest, then sends every record that is
-  due with one doorbell (``transmit_batch``). Lateness (send time − deadline) of
-  every record goes into a :class:`LatencyHistogram`;
+  due with one doorbell (``transmit_batch``). Lateness (the time the doorbell is rung
+  − the deadline) of every record goes into a :class:`LatencyHistogram`; what the
+  adapter adds after the doorbell shows at the peer (``benchmarks/replay_veth.py``
+  measures there);
 * :func:`replay` reads the files (streaming, or once with ``preload``), loops, and
   drives the two, returning :class:`ReplayStats`.
 
@@ -296,7 +298,7 @@ class ReplaySender:
 
     def __init__(self, url: str, *, nbuf: int = 4096, dmac: str | None = None,
                  smac: str | None = None, fixcsum: bool = False,
-                 stall_ns: int = 2_000_000_000) -> None:
+                 stall_ns: int = 1_000_000_000) -> None:
         self.dmac = parse_mac(dmac) if dmac else None
         self.smac = parse_mac(smac) if smac else None
         self.fixcsum = fixcsum
@@ -319,6 +321,7 @@ class ReplaySender:
         self.rows = self.mr.buf.reshape(-1, PKT_BUF_SIZE)
         self.addrs = self.mr.dma_addrs()
         self.ids = np.arange(self.rows.shape[0], dtype=np.uint32)
+        self._slot_len = np.zeros(self.rows.shape[0], np.int64)  # bytes staged per buffer
         self._staged = 0      # frames copied into buffers
         self._completed = 0   # buffers free again (completed, or never posted)
         self.queue: collections.deque[_Staged] = collections.deque()
@@ -421,6 +424,7 @@ class ReplaySender:
                     rows[k, :ln] = np.frombuffer(bytes(fr), np.uint8)
         if not isinstance(slots, slice):
             self.rows[slots] = rows  # fancy indexing copied: write back
+        self._slot_len[slots] = lens
         self._staged += n
         if not self._started:
             self._started = True
@@ -536,15 +540,15 @@ class ReplaySender:
                 j = int(np.searchsorted(head.dl, now - t0, side="right")) if n - i > 1 else n
             else:
                 j = n
+            t_ring = time.monotonic_ns()
             k = vi.transmit_batch(head.addrs[i:j], head.lens[i:j], head.ids[i:j])
             if k < 0:  # refused (a length this adapter cannot send): count, free, go on
                 st.fail("tx_error", j - i)
                 self._completed += j - i
                 k = j - i
             elif k > 0:
-                t_sent = time.monotonic_ns()
                 if timed:
-                    st.lateness.add(t_sent - self._t0 - head.dl[i:i + k])
+                    st.lateness.add(t_ring - self._t0 - head.dl[i:i + k])
                 st.successful += k
                 st.bytes_sent += int(head.lens[i:i + k].sum())
             head.sent = i + k
@@ -574,8 +578,9 @@ class ReplaySender:
             self.stats.fail("unsent", left)
         self._completed += left  # staged but never posted: their buffers are free
 
-    def drain(self, timeout_ns: int | None = None) -> int:
-        """Wait (bounded) until every posted frame completed; returns how many did not."""
+    def drain(self, timeout_ns: int | None = None) -> tuple[int, int]:
+        """Wait (bounded) until every posted frame completed; returns (frames, bytes) of
+        those that did not."""
         limit = self.stall_ns if timeout_ns is None else timeout_ns
         last = time.monotonic_ns()
         while self._completed < self._staged:
@@ -583,9 +588,19 @@ class ReplaySender:
                 last = time.monotonic_ns()
                 continue
             if time.monotonic_ns() - last > limit:
-                return self._staged - self._completed
+                lost = self._staged - self._completed
+                idx = np.arange(self._completed, self._staged, dtype=np.int64) % self.nbuf
+                return lost, int(self._slot_len[idx].sum())
             time.sleep(0.0001)
-        return 0
+        return 0, 0
+
+    def link_state(self) -> str:
+        """The interface's operstate (``up``, ``down``, ...) or "" when unknown."""
+        try:
+            with open(f"/sys/class/net/{self.device}/operstate") as f:
+                return f.read().strip()
+        except OSError:
+            return ""
 
     def finish(self) -> ReplayStats:
         """Final counters: elapsed time, the VI's stats, and frames the adapter failed
@@ -707,17 +722,20 @@ def replay(url: str, files: Sequence[str], *, pacing: Pacing | None = None, loop
         st.mode = pacing.mode
         why = snd.run(producer(snd, sched, files, preload=preload), timed=pacing.timed,
                       stop=stop, wall_limit_ns=duration_ns, on_second=on_second)
-        lost = snd.drain()
+        lost, lost_bytes = snd.drain(snd.stall_ns // 5 if why == "stall" else None)
         if lost:
             st.successful -= lost
+            st.bytes_sent -= lost_bytes
             st.fail("unsent", lost)
             why = why or "stall"
         snd.finish()
         if why is not None and why != "stop":
             if why == "stall":
                 kick = st.vi_stats.get("tx_kick_errors", 0)
-                why = (f"{snd.device}: no TX completions for {snd.stall_ns / 1e9:.1f} s "
-                       f"(interface down? {kick} kick errors) — check `ip link show "
+                state = snd.link_state()
+                what = (f"{snd.device} went down" if state in ("down", "lowerlayerdown")
+                        else f"{snd.device}: no TX completions for {snd.stall_ns / 1e9:.1f} s")
+                why = (f"{what} ({kick} send errors); stopped — check `ip link show "
                        f"{snd.device}`")
             st.error = why
             raise ReplayError(why, st)
