@@ -203,14 +203,18 @@ def test_cli_summary_and_json(tmp_path: Path, wire: str,
 def test_usage_and_setup_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", "-i", "sim", "-t", "-x", "2", "f.pcap"]) == 2
     assert main(["replay", "-i", "sim", "-l", "-1", "f.pcap"]) == 2
+    assert main(["replay", "-i", "sim", "-x", "0", "f.pcap"]) == 2
+    assert main(["replay", "-i", "sim?bogus=1", "f.pcap"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(e.startswith("efvi replay: ") for e in err)
     rc = main(["replay", "-i", "sim", str(tmp_path / "missing.pcap")])
     err = capsys.readouterr().err
-    assert rc != 0 and "no such file" in err
+    assert rc == 1 and "no such file" in err
     raw = tmp_path / "raw.pcap"
     with PcapWriter(str(raw), linktype=101) as w:
         w.write(T0, bytes(40))
     rc = main(["replay", "-i", "sim", str(raw)])
-    assert rc != 0 and "link type" in capsys.readouterr().err
+    assert rc == 1 and "link type" in capsys.readouterr().err
 
 
 def test_sigint_prints_the_summary_so_far(tmp_path: Path) -> None:

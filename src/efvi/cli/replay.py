@@ -16,41 +16,83 @@ stalled: the summary is printed first), 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from efvi.apps.replay import ReplayError, ReplayStats, replay
-from efvi.apps.replay_schedule import Pacing
-from efvi.cli.common import emit_json, progress, stop_on_signals
+from efvi.cli import argtypes as at
+from efvi.cli.common import (EXIT_OK, EXIT_RUNTIME, Subparsers, add_json_flag, emit_json,
+                             progress, stop_on_signals)
+
+if TYPE_CHECKING:
+    from efvi.apps.replay import ReplayStats
+    from efvi.apps.replay_schedule import Pacing
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _positive(what: str) -> Callable[[str], float]:
+    def check(text: str) -> float:
+        try:
+            v = float(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected {what} > 0") \
+                from None
+        if not math.isfinite(v) or v <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; expected {what} > 0")
+        return v
+
+    check.__name__ = what
+    return check
+
+
+def _non_negative(text: str) -> float:
+    try:
+        v = float(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected ms >= 0") \
+            from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range; expected ms >= 0")
+    return v
+
+
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("replay", help="replay capture files onto an interface (tcpreplay)",
                        description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-i", "--intf1", dest="url", required=True,
+    p.add_argument("-i", "--intf1", dest="url", required=True, type=at.driver_url,
                    help="driver URL: xdp:IFNAME[@Q], packet:IFNAME, sim[:PORT?...]")
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("-x", "--multiplier", type=float, help="scale the recorded timing")
-    rate.add_argument("-p", "--pps", type=float, help="packets per second")
-    rate.add_argument("-M", "--mbps", type=float, help="megabits per second")
-    rate.add_argument("-t", "--topspeed", action="store_true", help="as fast as possible")
-    p.add_argument("-l", "--loop", type=int, default=1, help="passes over the files (0: forever)")
-    p.add_argument("--loopdelay-ms", type=float, default=0.0, help="ms between passes")
-    p.add_argument("-L", "--limit", type=int, default=0, help="stop after N packets")
-    p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds")
+    rate.add_argument("-x", "--multiplier", type=_positive("a multiplier"),
+                      help="scale the recorded timing (2: twice as fast)")
+    rate.add_argument("-p", "--pps", type=_positive("packets per second"),
+                      help="packets per second")
+    rate.add_argument("-M", "--mbps", type=_positive("Mbit/s"), help="megabits per second")
+    rate.add_argument("-t", "--topspeed", action="store_true",
+                      help="as fast as the TX ring drains")
+    p.add_argument("-l", "--loop", type=at.int_range(0, meaning="0: forever"), default=1,
+                   help="passes over the files (default 1; 0: forever)")
+    p.add_argument("--loopdelay-ms", type=_non_negative, default=0.0,
+                   help="ms between passes")
+    p.add_argument("-L", "--limit", type=at.int_range(1), default=0,
+                   help="stop after N packets")
+    p.add_argument("--duration", type=at.seconds, default=0.0, help="stop after S seconds")
     p.add_argument("-K", "--preload", "--preload-pcap", dest="preload", action="store_true",
                    help="read the files into memory once before sending")
-    p.add_argument("--enet-dmac", help="rewrite the destination MAC")
-    p.add_argument("--enet-smac", help="rewrite the source MAC")
+    p.add_argument("--enet-dmac", type=at.mac, help="rewrite the destination MAC")
+    p.add_argument("--enet-smac", type=at.mac, help="rewrite the source MAC")
     p.add_argument("-C", "--fixcsum", action="store_true",
-                   help="recompute IPv4/UDP/TCP checksums")
+                   help="recompute IPv4 header and UDP/TCP checksums")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
-    p.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng files, in order")
+    add_json_flag(p)
+    p.add_argument("files", nargs="+", metavar="FILE", type=at.path_arg,
+                   help="pcap or pcapng files, played in order")
     p.set_defaults(func=run)
 
 
 def _pacing(args: argparse.Namespace) -> Pacing:
+    from efvi.apps.replay_schedule import Pacing
+
     if args.multiplier is not None:
         return Pacing(multiplier=args.multiplier)
     if args.pps is not None:
@@ -84,19 +126,8 @@ def summary_lines(st: ReplayStats) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("loop", "limit"):
-        if getattr(args, name) < 0:
-            print(f"efvi replay: -{name[0] if name == 'loop' else 'L'} must be >= 0",
-                  file=sys.stderr)
-            return 2
-    if args.loopdelay_ms < 0 or args.duration < 0:
-        print("efvi replay: --loopdelay-ms and --duration must be >= 0", file=sys.stderr)
-        return 2
-    try:
-        pacing = _pacing(args)
-    except ValueError as exc:
-        print(f"efvi replay: {exc}", file=sys.stderr)
-        return 2
+    from efvi.apps.replay import ReplayError, replay
+
     last = [0, 0]
 
     def tick(st: ReplayStats) -> None:
@@ -105,19 +136,19 @@ def run(args: argparse.Namespace) -> int:
         dp, db = st.successful - last[0], st.bytes_sent - last[1]
         last[0], last[1] = st.successful, st.bytes_sent
         progress(f"replay: {st.successful} packets, {dp} pps, {db * 8 / 1e6:.2f} Mbps, "
-                 f"failed {st.failed}", json_mode=True)
+                 f"failed {st.failed}")
 
-    rc = 0
+    rc = EXIT_OK
     err: str | None = None
     with stop_on_signals() as stop:
         try:
-            st = replay(args.url, args.files, pacing=pacing, loops=args.loop,
+            st = replay(args.url, args.files, pacing=_pacing(args), loops=args.loop,
                         loopdelay_ns=int(args.loopdelay_ms * 1e6), limit=args.limit,
                         duration_ns=int(args.duration * 1e9), preload=args.preload,
                         dmac=args.enet_dmac, smac=args.enet_smac, fixcsum=args.fixcsum,
                         stop=stop, on_second=tick)
         except ReplayError as exc:
-            st, err, rc = exc.stats, str(exc), 1
+            st, err, rc = exc.stats, str(exc), EXIT_RUNTIME
     if args.json:
         emit_json(st.as_dict())
     else:
