@@ -39,11 +39,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from tx_veth import _drop_program, _peer_rx  # noqa: E402
+from tx_veth import _drop_program, _peer_rx
 
-from efvi.pcap import PcapWriter, open_capture  # noqa: E402
-from efvi.testing import netns  # noqa: E402
-from efvi.wire.build import udp_frame  # noqa: E402
+from efvi.pcap import PcapWriter, open_capture
+from efvi.testing import netns
+from efvi.wire.build import udp_frame
 
 NCPU = os.cpu_count() or 1
 CPU = str(NCPU - 1)
@@ -165,7 +165,7 @@ def topspeed(pair: netns.VethPair, path: str, nfile: int, n: int, runs: int
                     _tcpreplay(a, *args)
                 else:
                     _efvi(a, *args)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 note = str(exc)[:80]
             rate, got = pr.stop()
             if rate > best:
@@ -229,7 +229,7 @@ def lateness(pair: netns.VethPair, tmp: str, frame: bytes, gaps_us: list[int], n
                     lat = res.get("lateness_us")
                     if isinstance(lat, dict):
                         own = f" (own: p99 {lat['p99']})"
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 cap.stop()
                 rows.append((name, gap, f"error: {str(exc)[:60]}", 0, n))
                 continue

@@ -143,3 +143,28 @@ def test_bad_feed_options_fail_at_open(tmp_path: Path) -> None:
     with pytest.raises(SetupError, match="no packets"):
         Driver.open(f"sim:x?pcap={empty}")
     assert "x" not in FABRIC.ports  # nothing left behind
+
+
+def test_demo_from_a_recorded_feed_reproduces_the_recorded_latencies(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from efvi.cli.main import main
+
+    rec = tmp_path / "feed.pcapng"
+    assert main(["demo", "--json", "-n", "3000", "-w", str(rec)]) == 0
+    live = json.loads(capsys.readouterr().out)
+    assert main(["demo", "--json", "--from", str(rec)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["rx_packets"] == live["rx_packets"] == 3000
+    assert again["gaps"] == 0 and again["out_of_order"] == 0 and again["first_seq"] == 0
+    assert again["latency_ns"] == live["latency_ns"]  # the recorded RX timestamps, to the ns
+    assert again["feed"]["feed_eof"] == 1 and again["feed"]["feed_packets"] == 3000
+    assert main(["demo", "--json", "--from", str(rec), "--speed", "0"]) == 0
+    fast = json.loads(capsys.readouterr().out)
+    assert fast["rx_packets"] == 3000 and fast["gaps"] == 0
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes(rec.read_bytes()[:-100])
+    assert main(["demo", "--from", str(cut)]) == 1
+    out, err = capsys.readouterr()
+    assert "received" in out and "offset" in err and len(err.strip().splitlines()) == 1

@@ -18,6 +18,8 @@ import numpy.typing as npt
 
 from efvi import (Driver, EventType, FilterSpec, MemoryRegion, ProtectionDomain,
                   VirtualInterface)
+from efvi.adapters.sim.adapter import SimAdapter
+from efvi.events import EventBatch
 from efvi.constants import PKT_BUF_SIZE
 from efvi.pcap import PcapNgWriter
 from efvi.wire.address import multicast_mac
@@ -27,6 +29,7 @@ from efvi.wire.build import udp_frame
 MESSAGE = struct.Struct("!Qq8sqIB3x")
 PAYLOAD_OFF = 42  # Ethernet 14 + IPv4 20 + UDP 8
 _RX = int(EventType.RX)
+_SW = int(EventType.SW)
 
 
 @dataclass
@@ -68,6 +71,90 @@ class _Ring:
     def post_all(self) -> None:
         n = self.vi.receive_space()
         self.vi.receive_post_batch(self.addrs[:n], np.arange(n, dtype=np.uint32))
+
+
+def _trade(tr: _Ring, b: EventBatch, res: FeedResult, expect: int,
+           lat_parts: list[npt.NDArray[np.int64]]) -> tuple[int, int]:
+    """The trader's work on one poll: check sequence numbers, measure one-way latency
+    (RX timestamp − the send timestamp in the message), repost the buffers. Returns
+    (messages taken, next expected sequence number)."""
+    if not len(b):
+        return 0, expect
+    rxm = b.type == _RX
+    ids = b.rq_id[rxm].astype(np.int64)
+    got = int(ids.size)
+    if got:
+        rows = tr.rows[ids]
+        seqs = rows[:, 42:50].copy().view(">u8").reshape(-1).astype(np.int64)
+        sent_ts = rows[:, 50:58].copy().view(">i8").reshape(-1).astype(np.int64)
+        lat_parts.append(b.ts_ns[rxm].astype(np.int64) - sent_ts)
+        d = np.diff(np.concatenate(([expect - 1], seqs)))
+        res.gaps += int(np.count_nonzero(d > 1))
+        res.out_of_order += int(np.count_nonzero(d < 1))
+        expect = int(seqs[-1]) + 1
+        res.received += got
+        tr.vi.receive_post_batch(tr.addrs[ids], ids.astype(np.uint32))
+    return got, expect
+
+
+#: data of the software event the capture-fed port queues at the end of the file
+EOF_EVENT = 0xE0F
+
+
+@dataclass
+class ReplayedFeed(FeedResult):
+    """:func:`run_from` results: a :class:`FeedResult` plus the capture feed's counters."""
+
+    feed: dict[str, int] = field(default_factory=dict)
+    feed_error: str | None = None
+    first_seq: int = -1
+
+
+def run_from(path: str, *, group: str = "239.100.0.1", port: int = 30001, speed: int = 1,
+             progress: Callable[[FeedResult], None] | None = None,
+             port_name: str = "trader-replay") -> ReplayedFeed:
+    """Replay a recorded feed (``efvi demo -w`` output, or any capture of it) through
+    the demo's trader, unchanged: the trader's port is ``sim:PORT?pcap=FILE`` so the
+    recorded frames reach the trader VI through its ``ip4_local`` filter with their
+    recorded RX timestamps (``speed=1``) or as fast as it polls (``speed=0``); the
+    latencies are then the recorded ones, the same on every run. Ends at the capture
+    feed's end-of-file event."""
+    res = ReplayedFeed()
+    url = (f"sim:{port_name}?pcap={path}&speed={speed}&eof_event={EOF_EVENT}")
+    with Driver.open(url) as drx:
+        tr = _Ring(drx, 4096, rxq=4096, txq=0)
+        tr.vi.filter_add(FilterSpec.ip4_local("udp", group, port))
+        tr.post_all()
+        res.clock = tr.vi.clock_source
+        lat_parts: list[npt.NDArray[np.int64]] = []
+        expect = -1
+        t0 = time.perf_counter()
+        last_report = t0
+        done = False
+        while not done:
+            b = tr.vi.poll()
+            if len(b) and bool((b.type == _SW).any()):
+                done = bool((b.len[b.type == _SW] == EOF_EVENT).any())
+            if expect < 0 and len(b) and bool((b.type == _RX).any()):
+                first = tr.rows[int(b.rq_id[b.type == _RX][0]), 42:50].tobytes()
+                expect = res.first_seq = int.from_bytes(first, "big")
+            _, expect = _trade(tr, b, res, expect, lat_parts)
+            now_wall = time.perf_counter()
+            if progress is not None and now_wall - last_report >= 1.0:
+                last_report = now_wall
+                res.wall_s = now_wall - t0
+                progress(res)
+        res.wall_s = time.perf_counter() - t0
+        st = tr.vi.stats()
+        res.drops = st["drops"]
+        res.drop_causes = {f"trader_{k}": v for k, v in st.items() if k.endswith("_drops")}
+        res.feed = {k: v for k, v in st.items() if k.startswith("feed_")}
+        if isinstance(drx.adapter, SimAdapter) and drx.adapter.port.feed is not None:
+            res.feed_error = drx.adapter.port.feed.error
+        res.sent = res.feed.get("feed_packets", 0)
+        res.latencies_ns = (np.concatenate(lat_parts) if lat_parts
+                            else np.empty(0, np.int64))
+    return res
 
 
 def run_feed(messages: int = 100_000, *, batch: int = 1024, group: str = "239.100.0.1",
@@ -118,23 +205,7 @@ def run_feed(messages: int = 100_000, *, batch: int = 1024, group: str = "239.10
                     next_seq += sent
                     res.sent += sent
             ex.vi.transmit_completed(ex.vi.poll())
-            got = 0
-            b = tr.vi.poll()
-            if len(b):
-                rxm = b.type == _RX
-                ids = b.rq_id[rxm].astype(np.int64)
-                got = int(ids.size)
-                if got:
-                    rows = tr.rows[ids]
-                    seqs = rows[:, 42:50].copy().view(">u8").reshape(-1).astype(np.int64)
-                    sent_ts = rows[:, 50:58].copy().view(">i8").reshape(-1).astype(np.int64)
-                    lat_parts.append(b.ts_ns[rxm].astype(np.int64) - sent_ts)
-                    d = np.diff(np.concatenate(([expect - 1], seqs)))
-                    res.gaps += int(np.count_nonzero(d > 1))
-                    res.out_of_order += int(np.count_nonzero(d < 1))
-                    expect = int(seqs[-1]) + 1
-                    res.received += got
-                    tr.vi.receive_post_batch(tr.addrs[ids], ids.astype(np.uint32))
+            got, expect = _trade(tr, tr.vi.poll(), res, expect, lat_parts)
             b = cap.vi.poll()
             if len(b):
                 rxm = b.type == _RX

@@ -199,13 +199,15 @@ class SimPort:
         for p in peers:
             p.receive_one(frame, ts)
 
-    def receive_one(self, frame: bytes, ts: int) -> None:
+    def receive_one(self, frame: bytes, ts: int, *, exact_ts: bool = False) -> None:
         """:meth:`receive` for one frame: same routing, same cache, no numpy."""
         if self.table.version != self._cache_version:
             self._cache.clear()
             self._cache_version = self.table.version
         ln = len(frame)
-        if isinstance(self.clock, VirtualClock):
+        if exact_ts and isinstance(self.clock, VirtualClock):
+            self.clock.advance_to(ts)
+        elif isinstance(self.clock, VirtualClock):
             ts += WIRE_LATENCY_NS + ((ln + WIRE_OVERHEAD) * 8 * 1000) // self.fabric.rate_mbps
             self.clock.advance_to(ts)
         else:
