@@ -658,6 +658,37 @@ def check_files(paths: Sequence[str]) -> None:
                 _check_linktype(p, r, np.zeros(1, np.uint32))
 
 
+#: top speed over a preloaded pass shorter than this unrolls passes into one batch
+UNROLL = 1024
+#: looping files up to this size (in all) are preloaded without -K, as re-reading them
+#: every pass would cost more than sending them
+AUTO_PRELOAD_BYTES = 64 << 20
+
+
+def _concat(batches: list[RecordBatch]) -> RecordBatch:
+    """One batch holding the records of ``batches`` in order (their bytes copied once)."""
+    if len(batches) == 1:
+        return batches[0]
+    shifts = np.cumsum([0] + [b.buf.shape[0] for b in batches[:-1]])
+    return RecordBatch(np.concatenate([b.ts_ns for b in batches]),
+                       np.concatenate([b.caplen for b in batches]),
+                       np.concatenate([b.orig_len for b in batches]),
+                       np.concatenate([b.ifidx for b in batches]),
+                       np.concatenate([b.data_offset + s for b, s in zip(batches, shifts)]),
+                       np.concatenate([b.buf for b in batches]))
+
+
+def _repeat(b: RecordBatch, k: int) -> RecordBatch:
+    """``b``'s records ``k`` times over (the bytes are shared, not copied)."""
+    return RecordBatch(np.tile(b.ts_ns, k), np.tile(b.caplen, k), np.tile(b.orig_len, k),
+                       np.tile(b.ifidx, k), np.tile(b.data_offset, k), b.buf)
+
+
+def _head(b: RecordBatch, n: int) -> RecordBatch:
+    return RecordBatch(b.ts_ns[:n], b.caplen[:n], b.orig_len[:n], b.ifidx[:n],
+                       b.data_offset[:n], b.buf)
+
+
 def producer(snd: ReplaySender, sched: Scheduler, files: Sequence[str], *,
              preload: bool = False) -> Iterator[str]:
     """Read ``files`` pass after pass, schedule, classify and stage into ``snd`` — one
@@ -672,6 +703,30 @@ def producer(snd: ReplaySender, sched: Scheduler, files: Sequence[str], *,
         for k, p in enumerate(files):
             cache[k] = list(_file_batches(p, READ_BATCH))
     st = snd.stats
+    if preload and not timed and sched.loops != 1:
+        flat = _concat([b for k in range(len(files)) for b in cache[k]])
+        n = len(flat)
+        if 0 < n < UNROLL:
+            # a small file looped at top speed: one batch holds several passes, so each
+            # doorbell carries up to a chunk instead of one pass
+            rep = -(-UNROLL // n)
+            big = _repeat(flat, rep)
+            while not sched.done:
+                k = rep if not sched.loops else min(rep, sched.loops - sched.pass_index)
+                for ch in sched.add(_head(big, k * n)):
+                    yield "stage"
+                    sel = snd.classify(ch)
+                    m = len(ch) if sel is None else int(sel.shape[0])
+                    if m == 0:
+                        continue
+                    while snd.free < m:
+                        yield "blocked"
+                    snd.stage(ch, sel)
+                sched.end_file()
+                sched.end_pass(k)
+                st.loops_done = min(sched.pass_index, sched.scheduled // n)
+                yield "stage"
+            return
     while not sched.done:
         for k in range(len(files)):
             src: Iterable[RecordBatch] = cache[k] if preload else _file_batches(files[k], rb_size)
@@ -712,6 +767,9 @@ def replay(url: str, files: Sequence[str], *, pacing: Pacing | None = None, loop
     """
     pacing = pacing or Pacing()
     check_files(files)
+    if loops != 1 and not preload and "-" not in files and \
+            sum(os.path.getsize(f) for f in files) <= AUTO_PRELOAD_BYTES:
+        preload = True
     own = sender is None
     snd = sender or ReplaySender(url, dmac=dmac, smac=smac, fixcsum=fixcsum)
     try:

@@ -233,12 +233,13 @@ class Scheduler:
         self._seg_ts0 = None
         self.file_index += 1
 
-    def end_pass(self) -> bool:
-        """The current pass over the files ended. Returns True when another pass is due
-        (then the next one starts ``loopdelay_ns`` later)."""
+    def end_pass(self, passes: int = 1) -> bool:
+        """The current pass over the files ended (``passes``: the records just added
+        held that many passes back to back — top speed unrolls small files). Returns
+        True when another pass is due (then it starts ``loopdelay_ns`` later)."""
         if self._seg_n:
             self.end_file()
-        self.pass_index += 1
+        self.pass_index += passes
         self.file_index = 0
         if self.done or (self.loops and self.pass_index >= self.loops):
             self.done = True
