@@ -568,6 +568,13 @@ class VirtualInterface:
         return out
 
     # ---- filters -------------------------------------------------------------------
+    def activate(self) -> None:
+        """Create the adapter objects (e.g. AF_XDP sockets) the VI would otherwise
+        create on its first post, transmit or filter, so that call does not stall
+        (control path; may raise SetupError). Register memory first."""
+        self._check_open()
+        self._hw.activate()
+
     def filter_add(self, spec: FilterSpec) -> FilterCookie:
         """Steer frames matching ``spec`` to this VI (control path).
 

@@ -115,6 +115,10 @@ class HwVI(ABC):
         import time
         time.sleep(min(timeout_ns or 1_000_000, 1_000_000) / 1e9)
 
+    def activate(self) -> None:
+        """Create now what the adapter would create lazily on first use (sockets,
+        rings), so the first post or transmit does not stall. Control path."""
+
     def sw_event(self, data: int) -> bool:
         """Queue a SW event carrying ``data`` (16 bits); False if the queue is full."""
         return False

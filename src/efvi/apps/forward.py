@@ -206,6 +206,8 @@ class Forwarder:
         if self.both:
             for f in self.filters_b:
                 b.vi.filter_add(f)
+        for vi in (a.vi, b.vi):  # sockets now: not a stall under the first frames
+            vi.activate()
         # buffer ids: [0, pool) are A's RX pool, [pool, 2*pool) B's
         a.refill(np.arange(pool, dtype=np.uint32))
         if self.both:
@@ -331,13 +333,13 @@ class Forwarder:
                     st.stopped_by = f"link-down: {down}"
                     break
                 if on_second is not None:
+                    self._vi_drops(st)
                     on_second(st)
         self._drain()
         st.elapsed_s = time.perf_counter() - t0
         for side, key in ((a, "A"), (b, "B")):
             assert side.vi is not None
-            s = side.vi.stats()
-            st.vi_drops[key] = {k: v for k, v in s.items() if k.endswith("_drops")}
+            s = self._vi_drops(st)[key]
             if "shared_umem_sockets" in s:
                 st.shared_umem_sockets[key] = int(s["shared_umem_sockets"])
             if s.get("tx_bounced"):
@@ -345,6 +347,15 @@ class Forwarder:
                 for d in self.dirs:
                     d.user_copies += int(s["tx_bounced"]) if d.name.endswith(key) else 0
         return st
+
+    def _vi_drops(self, st: ForwardStats) -> dict[str, dict[str, int]]:
+        """Refresh ``st.vi_drops`` from both VIs' counters; return the raw stats."""
+        raw: dict[str, dict[str, int]] = {}
+        for side, key in ((self.a, "A"), (self.b, "B")):
+            assert side.vi is not None
+            raw[key] = side.vi.stats()
+            st.vi_drops[key] = {k: v for k, v in raw[key].items() if k.endswith("_drops")}
+        return raw
 
     def _drain(self, timeout_s: float = 0.5) -> None:
         """Collect outstanding TX completions so every buffer is accounted for (frames

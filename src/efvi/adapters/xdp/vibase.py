@@ -67,6 +67,10 @@ class XdpVIBase(HwVI):
                          "tx_error_drops": 0, "tx_kick_errors": 0, "tx_bounced": 0}
 
     # ---- sockets (control path, lazy) ----------------------------------------------------
+    def activate(self) -> None:
+        """Open the VI's sockets now if memory is registered (else on first use)."""
+        self.ensure_sockets()
+
     def ensure_sockets(self) -> bool:
         """Create this VI's sockets if memory is registered; False if not yet possible."""
         if self.socks or self._closed:
