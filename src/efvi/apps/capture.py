@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from efvi import (Driver, EventType, FilterSpec, MemoryRegion, ProtectionDomain,
-                  VirtualInterface)
+                  VirtualInterface, VISet)
 from efvi.vi import ViFlags
 from efvi.bpf.libpcap import DEFAULT_SNAPLEN
 from efvi.constants import PKT_BUF_SIZE
@@ -84,6 +84,7 @@ class CaptureBatch:
     cap_len: I64
     frames: U8
     outgoing: B
+    worker: int = 0  # the VI set member (RX queue on xdp) it came from; -1: merged
 
     def __len__(self) -> int:
         return int(self.ts_ns.shape[0])
@@ -97,7 +98,7 @@ class CaptureBatch:
     def part(self, i: int, j: int) -> "CaptureBatch":
         """Frames ``i`` to ``j - 1`` (views, no copy)."""
         return CaptureBatch(self.ts_ns[i:j], self.wire_len[i:j], self.cap_len[i:j],
-                            self.frames[i:j], self.outgoing[i:j])
+                            self.frames[i:j], self.outgoing[i:j], self.worker)
 
 
 @dataclass
@@ -129,6 +130,32 @@ class CaptureStats:
                 "files": list(self.files), "error": self.error or None}
 
 
+@dataclass(eq=False)
+class _Member:
+    """One capturing VI (of a VI set, or the only one) and its chain being assembled."""
+
+    index: int
+    vi: VirtualInterface
+    chain: list[bytes] | None = None  # a multi-buffer frame being assembled
+    chain_ts: int = 0
+    chain_out: bool = False
+
+
+def _merged(parts: Sequence[CaptureBatch]) -> CaptureBatch:
+    """The batches of one polling round as one, in timestamp order (stable)."""
+    w = max(p.frames.shape[1] for p in parts)
+    frames = np.zeros((sum(len(p) for p in parts), w), dtype=np.uint8)
+    row = 0
+    for p in parts:
+        frames[row:row + len(p), :p.frames.shape[1]] = p.frames
+        row += len(p)
+    ts = np.concatenate([p.ts_ns for p in parts])
+    order = np.argsort(ts, kind="stable")
+    return CaptureBatch(ts[order], np.concatenate([p.wire_len for p in parts])[order],
+                        np.concatenate([p.cap_len for p in parts])[order], frames[order],
+                        np.concatenate([p.outgoing for p in parts])[order], -1)
+
+
 def _with_option(url: str, key: str, value: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{key}={value}"
 
@@ -144,7 +171,8 @@ class Capture:
     def __init__(self, url: str, *, filters: Sequence[FilterSpec] = (),
                  expression: str | None = None, snaplen: int = DEFAULT_SNAPLEN,
                  direction: str = "in", promiscuous: bool = True, nbuf: int = 32768,
-                 rxq: int = 16384, coalesce_us: int = 20_000) -> None:
+                 rxq: int = 16384, coalesce_us: int = 20_000, workers: int = 1,
+                 merge: bool = False) -> None:
         if direction not in DIRECTIONS:
             raise SetupError(f"unknown direction {direction!r}", errno=errno.EINVAL,
                              hint="use in, out or inout")
@@ -181,23 +209,35 @@ class Capture:
             self.mr = MemoryRegion(self.pd, nbuf * PKT_BUF_SIZE)
             # merged RX events: a capture trades per-frame latency for throughput (on
             # packet a TPACKET_V3 block ring, one wake-up per block)
-            self.vi = VirtualInterface(self.pd, rxq=rxq, txq=0, flags=ViFlags.RX_EVENT_MERGE)
-            self.cookies = [self.vi.filter_add(s) for s in specs]
+            flags = ViFlags.RX_EVENT_MERGE
+            if workers > 1:  # a VI set: member i on RX queue i (xdp), or a fanout (packet)
+                per = max(rxq // workers, 64)
+                self.viset: VISet | None = VISet(self.pd, workers, rxq=per, txq=0,
+                                                 flags=flags)
+                vis = list(self.viset.vis)
+                self.cookies = [self.viset.filter_add(s) for s in specs]
+            else:
+                self.viset = None
+                vis = [VirtualInterface(self.pd, rxq=rxq, txq=0, flags=flags)]
+                self.cookies = [vis[0].filter_add(s) for s in specs]
+            self.vi = vis[0]
             self.nbuf = nbuf
-            self.fill = min(self.vi.receive_capacity(), nbuf)
             self.addrs = self.mr.dma_addrs()
             self.rows = self.mr.buf.reshape(nbuf, PKT_BUF_SIZE)
-            self.vi.receive_post_batch(self.addrs[:self.fill],
-                                       np.arange(self.fill, dtype=np.uint32))
+            share = nbuf // len(vis)
+            self.members: list[_Member] = []
+            for i, vi in enumerate(vis):
+                fill = min(vi.receive_capacity(), share)
+                ids = np.arange(i * share, i * share + fill, dtype=np.uint32)
+                vi.receive_post_batch(self.addrs[ids], ids)
+                self.members.append(_Member(i, vi))
             self.bufcap = min(self.vi.receive_buffer_len(), PKT_BUF_SIZE)
         except BaseException:
             self.driver.close()
             raise
         self.coalesce_s = coalesce_us / 1e6
+        self.merge = merge
         self.stats = CaptureStats(clock=self.vi.clock_source)
-        self._chain: list[bytes] | None = None  # a multi-buffer frame being assembled
-        self._chain_ts = 0
-        self._chain_out = False
 
     @property
     def clock(self) -> str:
@@ -217,7 +257,6 @@ class Capture:
         seconds, or ``stop()`` returns True (checked between batches and at least
         every 20 ms when idle). ``on_second`` is called about once a second."""
         st = self.stats
-        vi = self.vi
         t0 = time.monotonic()
         tick = t0 + 1.0
         deadline = t0 + duration_s if duration_s else None
@@ -226,16 +265,26 @@ class Capture:
             while True:
                 if count is not None and st.captured >= count:
                     break
-                b = vi.poll()
-                k = len(b)
+                k = 0
+                outs: list[CaptureBatch] = []
+                for m in self.members:
+                    b = m.vi.poll()
+                    if len(b):
+                        k += len(b)
+                        got = self._extract(b, m)
+                        if got is not None:
+                            outs.append(got)
+                if self.merge and len(outs) > 1:
+                    outs = [_merged(outs)]
+                for out in outs:
+                    if count is not None and st.captured + len(out) > count:
+                        out = out.head(count - st.captured)
+                    if not len(out):
+                        continue
+                    st.captured += len(out)
+                    st.bytes += int(out.wire_len.sum())
+                    yield out
                 if k:
-                    out = self._extract(b)
-                    if out is not None:
-                        if count is not None and st.captured + len(out) > count:
-                            out = out.head(count - st.captured)
-                        st.captured += len(out)
-                        st.bytes += int(out.wire_len.sum())
-                        yield out
                     # a small batch: let frames gather before the next poll, for about
                     # the time _COALESCE_TARGET frames take at the rate just seen (at
                     # most coalesce_us), so a trickle costs a wake-up per batch, not per
@@ -246,7 +295,10 @@ class Capture:
                     if k < _COALESCE_TARGET and self.coalesce_s:
                         time.sleep(min(self.coalesce_s, (_COALESCE_TARGET - k) / rate))
                 else:
-                    vi.eventq_wait(20_000_000)
+                    if len(self.members) == 1:
+                        self.vi.eventq_wait(20_000_000)
+                    else:
+                        time.sleep(0.002)
                     last_poll = time.monotonic()
                 now = time.monotonic()
                 if now >= tick:
@@ -262,13 +314,16 @@ class Capture:
             self._refresh()
 
     def _refresh(self) -> None:
-        s = self.vi.stats()
-        causes = {k: v for k, v in s.items() if k.startswith("rx_") and k.endswith("_drops")}
+        causes: dict[str, int] = {}
+        for m in self.members:
+            for k, v in m.vi.stats().items():
+                if k.startswith("rx_") and k.endswith("_drops"):
+                    causes[k] = causes.get(k, 0) + v
         self.stats.drop_causes = causes
         self.stats.drops = sum(causes.values())
         self.stats.clock = self.vi.clock_source
 
-    def _extract(self, b: "object") -> CaptureBatch | None:
+    def _extract(self, b: "object", m: "_Member") -> CaptureBatch | None:
         """RX events → a batch (fast path: whole frames in one buffer each)."""
         from efvi.events import EventBatch
         assert isinstance(b, EventBatch)
@@ -283,7 +338,7 @@ class Capture:
         ts = b.ts_ns[sel].astype(np.int64)
         ofs = b.ofs[sel].astype(np.int64)
         simple = (types == _RX).all() and ((flags & (_SOP | _CONT)) == _SOP).all() \
-            and self._chain is None and (ofs == ofs[0]).all()
+            and m.chain is None and (ofs == ofs[0]).all()
         if simple:
             o = int(ofs[0])
             room = min(self.bufcap, PKT_BUF_SIZE - o)
@@ -291,13 +346,14 @@ class Capture:
             w = int(cap.max())
             frames = self.rows[ids, o:o + w] if w else np.zeros((len(ids), 0), np.uint8)
             self.stats.truncated += int(np.count_nonzero(lens > room))
-            out = CaptureBatch(ts, lens, cap, frames, (flags & RX_FLAG_OUTGOING) != 0)
-            self._repost(ids)
+            out = CaptureBatch(ts, lens, cap, frames, (flags & RX_FLAG_OUTGOING) != 0,
+                               m.index)
+            self._repost(ids, m)
             return out
-        return self._extract_slow(types, flags, ids, lens, ts, ofs)
+        return self._extract_slow(types, flags, ids, lens, ts, ofs, m)
 
     def _extract_slow(self, types: npt.NDArray[np.uint8], flags: I64, ids: I64, lens: I64,
-                      ts: I64, ofs: I64) -> CaptureBatch | None:
+                      ts: I64, ofs: I64, m: "_Member") -> CaptureBatch | None:
         """Event by event: chains (SOP/CONT), TRUNC discards, cut chains."""
         recs: list[tuple[int, int, bytes, bool]] = []
         back: list[int] = []
@@ -307,16 +363,16 @@ class Capture:
             o = int(ofs[k])
             room = min(self.bufcap, PKT_BUF_SIZE - o)
             if ty == _NODESC:  # the chain ran out of buffers: keep what arrived
-                if self._chain is not None:
-                    data = b"".join(self._chain)
-                    recs.append((self._chain_ts, len(data), data, self._chain_out))
+                if m.chain is not None:
+                    data = b"".join(m.chain)
+                    recs.append((m.chain_ts, len(data), data, m.chain_out))
                     st.truncated += 1
-                    self._chain = None
+                    m.chain = None
                 continue
             back.append(rid)
             piece = self.rows[rid, o:o + min(room, ln)].tobytes()
             if ty == _RXD:
-                self._chain = None
+                m.chain = None
                 if fl & _SOP and ln > len(piece):  # TRUNC: longer than the buffer
                     recs.append((int(ts[k]), ln, piece[:min(room, ln)],
                                  bool(fl & RX_FLAG_OUTGOING)))
@@ -325,25 +381,25 @@ class Capture:
                     st.discards += 1
                 continue
             if fl & _SOP:
-                self._chain = []
-                self._chain_ts = int(ts[k])
-                self._chain_out = bool(fl & RX_FLAG_OUTGOING)
+                m.chain = []
+                m.chain_ts = int(ts[k])
+                m.chain_out = bool(fl & RX_FLAG_OUTGOING)
                 have = 0
             else:
-                have = sum(len(p) for p in self._chain or ())
-            if self._chain is None:  # a continuation without its start: skip it
+                have = sum(len(p) for p in m.chain or ())
+            if m.chain is None:  # a continuation without its start: skip it
                 continue
             if fl & _CONT:  # len is cumulative: this buffer holds len - have bytes
-                self._chain.append(self.rows[rid, o:o + max(0, ln - have)].tobytes())
+                m.chain.append(self.rows[rid, o:o + max(0, ln - have)].tobytes())
                 continue
-            self._chain.append(self.rows[rid, o:o + max(0, min(ln - have, room))].tobytes())
-            data = b"".join(self._chain)
+            m.chain.append(self.rows[rid, o:o + max(0, min(ln - have, room))].tobytes())
+            data = b"".join(m.chain)
             if len(data) < ln:
                 st.truncated += 1
-            recs.append((self._chain_ts, ln, data, self._chain_out))
-            self._chain = None
+            recs.append((m.chain_ts, ln, data, m.chain_out))
+            m.chain = None
         if back:
-            self._repost(np.array(back, dtype=np.int64))
+            self._repost(np.array(back, dtype=np.int64), m)
         if not recs:
             return None
         n = len(recs)
@@ -353,35 +409,40 @@ class Capture:
             frames[i, :cap[i]] = np.frombuffer(r[2][:cap[i]], np.uint8)
         return CaptureBatch(np.array([r[0] for r in recs], dtype=np.int64),
                             np.array([r[1] for r in recs], dtype=np.int64), cap, frames,
-                            np.array([r[3] for r in recs], dtype=bool))
+                            np.array([r[3] for r in recs], dtype=bool), m.index)
 
-    def _repost(self, ids: I64) -> None:
-        self.vi.receive_post_batch(self.addrs[ids], ids.astype(np.uint32))
+    def _repost(self, ids: I64, m: "_Member") -> None:
+        m.vi.receive_post_batch(self.addrs[ids], ids.astype(np.uint32))
 
-    def run(self, writer: "CaptureWriter | None" = None, *, count: int | None = None,
+    def run(self, writer: "CaptureWriter | Sequence[CaptureWriter] | None" = None, *,
+            count: int | None = None,
             duration_s: float | None = None, stop: Callable[[], bool] | None = None,
             on_second: Callable[[CaptureStats], None] | None = None,
             on_batch: Callable[[CaptureBatch], None] | None = None) -> CaptureStats:
         """Capture until a limit (see :meth:`batches`); write each batch to ``writer``
-        (flushed per batch) and/or hand it to ``on_batch``. A write error (disk full)
+        (flushed per batch) and/or hand it to ``on_batch``. With ``workers`` and no
+        ``merge``, ``writer`` may be one writer per worker. A write error (disk full)
         ends the capture with ``stats.error`` set; the file keeps every whole record."""
         st = self.stats
+        writers: list[CaptureWriter] = (list(writer) if isinstance(writer, Sequence)
+                                        else [writer] if writer is not None else [])
         try:
             for batch in self.batches(count=count, duration_s=duration_s, stop=stop,
                                       on_second=on_second):
-                if writer is not None:
-                    writer.write(batch, st)
+                if writers:
+                    w = writers[batch.worker] if len(writers) > 1 else writers[0]
+                    w.write(batch, st)
                 if on_batch is not None:
                     on_batch(batch)
         except OutputError as exc:
             st.error = str(exc)
         finally:
-            if writer is not None:
+            for w in writers:
                 try:
-                    writer.close(st)
+                    w.close(st)
                 except OutputError as exc:
                     st.error = st.error or str(exc)
-                st.files = list(writer.files)
+                st.files += w.files
         return st
 
     def close(self) -> None:

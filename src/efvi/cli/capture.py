@@ -62,6 +62,11 @@ def register(sub: Subparsers) -> None:
                    help="let -w overwrite an existing file that is not a capture")
     p.add_argument("--filter", dest="filters", action="append", default=[],
                    type=at.filter_spec, metavar="SPEC", help="ef_vi filter spec (repeatable)")
+    p.add_argument("--workers", type=at.int_range(1, 64), default=1, metavar="N",
+                   help="N VIs in a VI set: one per RX queue on xdp (a fanout on packet); "
+                        "one file each (FILE.0 ...) unless --merge")
+    p.add_argument("--merge", action="store_true",
+                   help="with --workers: one file, each polling round in timestamp order")
     p.add_argument("expression", nargs="*", help="tcpdump filter expression")
     p.set_defaults(func=run)
 
@@ -78,31 +83,36 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-W needs -C or -G", hint="add -C MBYTES or -G SECONDS")
     if args.write == "-" and (args.rotate_seconds or args.rotate_mbytes):
         raise UsageError("-G/-C need a file name, not -w -")
-    if args.write and args.write != "-":
-        check_output_path(args.write, force=args.force)
+    split = args.workers > 1 and not args.merge and args.write is not None
+    if split and args.write == "-":
+        raise UsageError("--workers N with -w - needs --merge (one stream)")
+    names = [f"{args.write}.{i}" for i in range(args.workers)] if split else \
+        [args.write] if args.write is not None else []
+    for name in names:
+        if name != "-":
+            check_output_path(name, force=args.force)
     try:
         cap = Capture(url, filters=args.filters, expression=expression, snaplen=snaplen,
-                      direction=args.direction, promiscuous=not args.no_promisc)
+                      direction=args.direction, promiscuous=not args.no_promisc,
+                      workers=args.workers, merge=args.merge)
     except ExpressionError as exc:  # libpcap's message; the command line is wrong
         raise UsageError(exc.message, hint=exc.hint) from None
     try:
-        return _capture(args, cap, url, expression, snaplen, text)
+        return _capture(args, cap, url, expression, snaplen, text, names)
     finally:
         cap.close()
 
 
 def _capture(args: argparse.Namespace, cap: Capture, url: str, expression: str | None,
-             snaplen: int, text: TextIO) -> int:
+             snaplen: int, text: TextIO, names: list[str]) -> int:
     from efvi.apps.capture import CaptureWriter, format_packet
 
-    writer = None
-    if args.write is not None:
-        writer = CaptureWriter(args.write, fmt=args.format, snaplen=snaplen,
-                               interface=cap.interface, description=url,
-                               expression=expression, clock=lambda: cap.clock,
-                               rotate_seconds=args.rotate_seconds,
-                               rotate_mbytes=args.rotate_mbytes,
-                               file_count=args.file_count, force=args.force)
+    writers = [CaptureWriter(name, fmt=args.format, snaplen=snaplen,
+                             interface=cap.interface, description=url,
+                             expression=expression, clock=lambda: cap.clock,
+                             rotate_seconds=args.rotate_seconds,
+                             rotate_mbytes=args.rotate_mbytes,
+                             file_count=args.file_count, force=args.force) for name in names]
     if not args.json:
         progress(f"efvi capture: listening on {url} (timestamps: {cap.clock}), link-type "
                  f"EN10MB (Ethernet), snapshot length {snaplen} bytes")
@@ -126,8 +136,8 @@ def _capture(args: argparse.Namespace, cap: Capture, url: str, expression: str |
 
     with stop_on_signals() as stop:
         def should_stop() -> bool:
-            return stop.is_set() or (writer is not None and writer.done)
-        st = cap.run(writer, count=args.count, duration_s=args.duration, stop=should_stop,
+            return stop.is_set() or any(w.done for w in writers)
+        st = cap.run(writers, count=args.count, duration_s=args.duration, stop=should_stop,
                      on_second=tick, on_batch=show if args.write is None else None)
     _summary(args, st)
     return EXIT_RUNTIME if st.error else EXIT_OK
