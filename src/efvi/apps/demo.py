@@ -12,6 +12,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -21,9 +22,11 @@ from efvi import (Driver, EventType, FilterSpec, MemoryRegion, ProtectionDomain,
 from efvi.adapters.sim.adapter import SimAdapter
 from efvi.events import EventBatch
 from efvi.constants import PKT_BUF_SIZE
-from efvi.pcap import PcapNgWriter
 from efvi.wire.address import multicast_mac
 from efvi.wire.build import udp_frame
+
+if TYPE_CHECKING:  # the writer is imported by whoever captures (start-up)
+    from efvi.pcap import PcapNgWriter
 
 #: message: seq u64, send_ts_ns i64, symbol 8s, price i64 (1e-4), qty u32, side u8, pad
 MESSAGE = struct.Struct("!Qq8sqIB3x")
@@ -159,7 +162,7 @@ def run_from(path: str, *, group: str = "239.100.0.1", port: int = 30001, speed:
 
 def run_feed(messages: int = 100_000, *, batch: int = 1024, group: str = "239.100.0.1",
              port: int = 30001, url_tx: str = "sim:exchange?wire=demo-feed",
-             url_rx: str = "sim:trader?wire=demo-feed", capture: PcapNgWriter | None = None,
+             url_rx: str = "sim:trader?wire=demo-feed", capture: "PcapNgWriter | None" = None,
              progress: Callable[[FeedResult], None] | None = None) -> FeedResult:
     """Publish ``messages`` through the feed and measure what arrives (see module doc)."""
     res = FeedResult()

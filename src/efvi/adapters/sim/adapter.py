@@ -26,7 +26,6 @@ import numpy.typing as npt
 from efvi.adapters.base import (Adapter, Capabilities, HwProtectionDomain, HwVI,
                                 InterfaceInfo, U64Array)
 from efvi.adapters.options import canonical, parse_options
-from efvi.adapters.sim.feed import CaptureFeed
 from efvi.adapters.sim.filter_table import FilterEntry
 from efvi.adapters.sim.port import FABRIC, SimPort
 from efvi.adapters.sim.vi import SimVI
@@ -127,6 +126,8 @@ class SimAdapter(Adapter):
         self.port = FABRIC.port(self.iface, options)
         if "pcap" in options and self.port.feed is None:
             try:
+                from efvi.adapters.sim.feed import CaptureFeed  # only for ?pcap= (start-up)
+
                 self.port.feed = CaptureFeed(
                     self.port, options["pcap"], speed=int(options.get("speed", "1")),
                     loops=int(options.get("loop", "1")),

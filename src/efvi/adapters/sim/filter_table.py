@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from efvi.bpf.vector import run_batch
 from efvi.errors import FilterExistsError
 from efvi.filters import FilterKind, FilterSpec
 from efvi.wire.classify import FrameInfo
@@ -224,6 +223,8 @@ class FilterTable:
         """
         out: list[tuple[FilterEntry, npt.NDArray[np.bool_]]] = []
         for e in self._bpf:
+            from efvi.bpf.vector import run_batch  # only for program filters (start-up)
+
             hit = run_batch(e.spec.program, mem, offs, lens) != 0
             if not e.spec.sniff_mode:
                 hit &= ~taken

@@ -31,10 +31,10 @@ import numpy.typing as npt
 from efvi.adapters.sim.dma import gather_rows, gather_words
 from efvi.adapters.sim.clock import Clock, RealClock, VirtualClock
 from efvi.adapters.sim.filter_table import Decision, FilterEntry, FilterTable
-from efvi.adapters.sim.remote import RemoteWire
 from efvi.wire.classify import classify_one
 
 if TYPE_CHECKING:
+    from efvi.adapters.sim.remote import RemoteWire
     from efvi.adapters.sim.feed import CaptureFeed
     from efvi.adapters.sim.vi import SimVI
 
@@ -526,6 +526,8 @@ class Fabric:
         wire = options.get("wire")
         if wire and wire.startswith("@"):
             if port.remote is None:
+                from efvi.adapters.sim.remote import RemoteWire  # only for @wires (start-up)
+
                 port.remote = RemoteWire(wire[1:])
         elif wire and port.wire != wire:
             ends = self.wires.setdefault(wire, [])
