@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from efvi.adapters.packet.ring import V3_MAC_OFFSET, BlockRing
-from efvi.adapters.sim.dma import scatter
+from efvi.adapters.dma import scatter
 
 BS = 64 * 1024
 

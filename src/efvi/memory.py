@@ -32,6 +32,7 @@ from efvi.constants import PKT_BUF_SIZE
 from efvi.errors import ClosedError, SetupError, UnsupportedError
 
 if TYPE_CHECKING:
+    from efvi.adapters.base import HwProtectionDomain
     from efvi.driver import ProtectionDomain
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
@@ -146,6 +147,12 @@ class MemoryRegion:
     def address(self) -> int:
         """Virtual address of the first byte (for kernel interfaces)."""
         return ctypes.addressof(ctypes.c_char.from_buffer(self._map)) + self.headroom
+
+    @property
+    def origin_pd(self) -> "HwProtectionDomain | None":
+        """The adapter PD of the region this one shares memory with (None: it owns its
+        mapping); adapters see it through :class:`efvi.adapters.base.RegisteredRegion`."""
+        return self.origin.pd._hw if self.origin is not None else None
 
     @property
     def headroom_address(self) -> int:

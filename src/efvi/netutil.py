@@ -34,12 +34,9 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from efvi._types import InterfaceInfo
 from efvi.errors import SetupError
-
-if TYPE_CHECKING:
-    from efvi.adapters.base import InterfaceInfo
 
 # ---- netlink constants --------------------------------------------------------------
 NETLINK_ROUTE = 0
@@ -517,10 +514,8 @@ def xdp_features(name_or_index: str | int) -> XdpFeatures:
 
 
 # ---- the adapter-facing summary ------------------------------------------------------------
-def interface_info(name: str) -> "InterfaceInfo":
-    """:class:`~efvi.adapters.base.InterfaceInfo` of a real interface."""
-    from efvi.adapters.base import InterfaceInfo
-
+def interface_info(name: str) -> InterfaceInfo:
+    """:class:`~efvi._types.InterfaceInfo` of a real interface."""
     li = link_info(name)
     addrs = addresses(li.ifindex)
     return InterfaceInfo(

@@ -6,8 +6,9 @@ An adapter only moves descriptors, bytes and events. Its objects:
 
 * :class:`Adapter` — one per :class:`~efvi.driver.Driver`: an interface (or sim port),
   its capabilities, its clock; creates PDs.
-* :class:`HwProtectionDomain` — a DMA address space: registers
-  :class:`~efvi.memory.MemoryRegion` objects, allocates VIs, installs filters.
+* :class:`HwProtectionDomain` — a DMA address space: registers memory regions (seen
+  through :class:`RegisteredRegion`, which :class:`efvi.memory.MemoryRegion`
+  satisfies), allocates VIs, installs filters.
 * :class:`HwVI` — one VI's queues: RX doorbell, TX doorbell, event harvest.
 
 Rules every implementation follows (the conformance suite in
@@ -31,14 +32,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from efvi._types import InterfaceInfo as InterfaceInfo
+
 if TYPE_CHECKING:
     from efvi.filters import FilterSpec
-    from efvi.memory import MemoryRegion
 
 U64Array = npt.NDArray[np.uint64]
 U32Array = npt.NDArray[np.uint32]
@@ -73,19 +75,6 @@ class Capabilities:
             "rx_queues": self.rx_queues, "filter_kinds": sorted(self.filter_kinds),
             "sw_events": self.sw_events, "mcast_replicate": self.mcast_replicate,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class InterfaceInfo:
-    """Addresses of the interface (or sim port) an adapter drives."""
-
-    name: str
-    ifindex: int
-    mac: bytes
-    ipv4: tuple[str, ...] = ()
-    ipv6: tuple[str, ...] = ()
-    mtu: int = 1500
-    driver: str = ""
 
 
 class HwVI(ABC):
@@ -158,14 +147,39 @@ class HwVI(ABC):
         """Release the queues (idempotent). Posted buffers are returned to the caller."""
 
 
+class RegisteredRegion(Protocol):
+    """What an adapter may use of a memory region registered with one of its PDs (the
+    core's :class:`efvi.memory.MemoryRegion` is one): its bytes, where they are, the
+    headroom mapped below them for the adapter, and the PD it was first registered in."""
+
+    #: bytes in the region (a multiple of the 2048-byte packet buffer)
+    nbytes: int
+    #: bytes mapped right below :attr:`address` for the adapter (``region_headroom``)
+    headroom: int
+    #: the region's bytes, as numpy and as a memoryview
+    buf: npt.NDArray[np.uint8]
+    mv: memoryview
+
+    @property
+    def address(self) -> int:
+        """Virtual address of the first byte."""
+        ...
+
+    @property
+    def origin_pd(self) -> HwProtectionDomain | None:
+        """The adapter PD these bytes were first registered with when this region
+        shares them (``MemoryRegion.share``), else None."""
+        ...
+
+
 class HwProtectionDomain(ABC):
     """A DMA address space on the adapter."""
 
     @abstractmethod
-    def register_memory(self, region: "MemoryRegion") -> int:
+    def register_memory(self, region: RegisteredRegion) -> int:
         """Make ``region`` DMA-able; return its DMA base address (page aligned)."""
 
-    def unregister_memory(self, region: "MemoryRegion") -> None:
+    def unregister_memory(self, region: RegisteredRegion) -> None:
         """Forget ``region`` (no VI may still have its buffers posted)."""
 
     @abstractmethod

@@ -41,7 +41,7 @@ def _xdp_caps(li: netutil.LinkInfo, feats: netutil.XdpFeatures, rxq: int) -> dic
 
 def _hw_ts(li: netutil.LinkInfo, feats: netutil.XdpFeatures) -> dict[str, Any]:
     """Whether the xdp adapter's RX-timestamp kfunc program can give hardware stamps."""
-    from efvi.adapters.packet.ring import ts_info
+    from efvi.hwts import ts_info
     from efvi.bpf.syscall import VMLINUX_BTF, btf_find_func
     from efvi.adapters.xdp.program import RX_TS_KFUNC
     why = ""

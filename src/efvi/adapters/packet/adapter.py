@@ -93,7 +93,7 @@ import time
 import weakref
 from collections.abc import Sequence
 
-from efvi import netutil
+from efvi import hwts, netutil
 from efvi.adapters.base import Adapter, Capabilities, HwVI, InterfaceInfo
 from efvi.adapters.packet import ring
 from efvi.adapters.packet.filter_prog import DIRECTIONS, MISMATCH_KINDS
@@ -170,7 +170,7 @@ class PacketAdapter(Adapter):
             raise SetupError(f"bad ts={ts!r}", errno=errno.EINVAL, hint="use ts=auto|sw|hw")
         self.hw_ts = False
         if ts != "sw":
-            info = ring.ts_info(self.iface)
+            info = hwts.ts_info(self.iface)
             if info.hw_rx:
                 self.hw_ts = self._enable_hw_timestamps(info.phc_index)
             if ts == "hw" and not self.hw_ts:
@@ -179,12 +179,12 @@ class PacketAdapter(Adapter):
                     f"{self.iface}`); use ts=sw, or a NIC with a PTP clock")
 
     def _enable_hw_timestamps(self, phc: int) -> bool:
-        saved = ring.hwtstamp(self.iface, None)
-        cfg = struct.pack("=iii", 0, 0, ring.HWTSTAMP_FILTER_ALL)
-        if ring.hwtstamp(self.iface, cfg) is None:
+        saved = hwts.hwtstamp(self.iface, None)
+        cfg = struct.pack("=iii", 0, 0, hwts.HWTSTAMP_FILTER_ALL)
+        if hwts.hwtstamp(self.iface, cfg) is None:
             return False
         self._hw_saved = saved
-        self._ptp = ring.phc_clock_id(phc)
+        self._ptp = hwts.phc_clock_id(phc)
         return True
 
     # ---- contract ----------------------------------------------------------------------
@@ -261,7 +261,7 @@ class PacketAdapter(Adapter):
             self._msock = None
         if self._hw_saved is not None:
             with self._ns.enter():
-                ring.hwtstamp(self.iface, self._hw_saved)
+                hwts.hwtstamp(self.iface, self._hw_saved)
             self._hw_saved = None
         if self._ptp is not None:
             os.close(self._ptp[0])

@@ -23,7 +23,7 @@ from efvi.filters import FilterKind, FilterSpec
 
 if TYPE_CHECKING:
     from efvi.adapters.packet.adapter import PacketAdapter
-    from efvi.memory import MemoryRegion
+    from efvi.adapters.base import RegisteredRegion
 
 _fanout_ids = itertools.count((os.getpid() * 7919) & 0xFFFF)
 
@@ -54,16 +54,16 @@ class PacketPD(HwProtectionDomain):
 
     def __init__(self, adapter: PacketAdapter) -> None:
         self.adapter = adapter
-        self._regions: dict[int, "MemoryRegion"] = {}
+        self._regions: dict[int, "RegisteredRegion"] = {}
         self._next = 0
 
-    def register_memory(self, region: "MemoryRegion") -> int:
+    def register_memory(self, region: "RegisteredRegion") -> int:
         k = self._next
         self._next += 1
         self._regions[k] = region
         return (k + 1) << _REGION_SHIFT
 
-    def unregister_memory(self, region: "MemoryRegion") -> None:
+    def unregister_memory(self, region: "RegisteredRegion") -> None:
         for k, r in list(self._regions.items()):
             if r is region:
                 del self._regions[k]

@@ -44,9 +44,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import mmap
-import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -56,6 +54,7 @@ import numpy.typing as npt
 
 from efvi.bpf.cbpf import Insn, pack_program
 from efvi.errors import SetupError
+from efvi.hwts import SOF_TIMESTAMPING_RAW_HARDWARE
 
 # ---- constants ---------------------------------------------------------------------
 SOL_PACKET = 263
@@ -92,9 +91,6 @@ TP_STATUS_SEND_REQUEST = 1
 TP_STATUS_SENDING = 2
 TP_STATUS_WRONG_FORMAT = 4
 
-SOF_TIMESTAMPING_RX_HARDWARE = 1 << 2
-SOF_TIMESTAMPING_RAW_HARDWARE = 1 << 6
-
 TPACKET2_HDRLEN = 52
 RX_RESERVE = 6
 RX_MAC_OFFSET = 72  # TPACKET_ALIGN(52 + 16) + RX_RESERVE - 14, for Ethernet links
@@ -104,12 +100,6 @@ V3_MAC_OFFSET = 88  # TPACKET_ALIGN(68 + 16) + RX_RESERVE - 14
 V3_TX_DATA_OFFSET = 48  # TPACKET3_HDRLEN - sizeof(sockaddr_ll)
 V3_PKTTYPE_AT = 48 + 10  # sockaddr_ll (after the 48-byte tpacket3_hdr) .sll_pkttype
 V3_MIN_STRIDE = 160  # a minimum-size (60-byte) frame's share of a block: ALIGN(88 + 60, 16)
-
-SIOCETHTOOL = 0x8946
-ETHTOOL_GET_TS_INFO = 0x41
-SIOCSHWTSTAMP = 0x89B0
-SIOCGHWTSTAMP = 0x89B1
-HWTSTAMP_FILTER_ALL = 1
 
 _U32 = npt.NDArray[np.uint32]
 _U16 = npt.NDArray[np.uint16]
@@ -484,55 +474,3 @@ def membership(sock: socket.socket, ifindex: int, mr_type: int, add: bool) -> No
     """PACKET_ADD/DROP_MEMBERSHIP (promiscuous or all-multicast) on ``ifindex``."""
     mreq = struct.pack("=iHH8s", ifindex, mr_type, 0, bytes(8))
     sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP if add else PACKET_DROP_MEMBERSHIP, mreq)
-
-
-# ---- hardware timestamps ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class TsInfo:
-    """``ethtool -T``: SOF_TIMESTAMPING_* capabilities and the PTP clock index."""
-
-    so_timestamping: int
-    phc_index: int
-
-    @property
-    def hw_rx(self) -> bool:
-        need = SOF_TIMESTAMPING_RX_HARDWARE | SOF_TIMESTAMPING_RAW_HARDWARE
-        return self.so_timestamping & need == need and self.phc_index >= 0
-
-
-def ts_info(ifname: str) -> TsInfo:
-    """Timestamping capabilities of ``ifname`` (no hardware if the ioctl is refused)."""
-    import array
-    data = array.array("B", struct.pack("=IIi", ETHTOOL_GET_TS_INFO, 0, -1) + bytes(36))
-    addr, _ = data.buffer_info()
-    ifr = struct.pack("16sP", ifname.encode()[:15], addr) + bytes(16)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
-        except OSError:
-            return TsInfo(0, -1)
-    _cmd, caps, phc = struct.unpack_from("=IIi", data.tobytes())
-    return TsInfo(caps, phc)
-
-
-def hwtstamp(ifname: str, config: bytes | None) -> bytes | None:
-    """Read (``config=None``) or set the device's ``hwtstamp_config``; None if refused."""
-    import array
-    data = array.array("B", config if config is not None else bytes(12))
-    addr, _ = data.buffer_info()
-    ifr = struct.pack("16sP", ifname.encode()[:15], addr) + bytes(16)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            fcntl.ioctl(s.fileno(), SIOCGHWTSTAMP if config is None else SIOCSHWTSTAMP, ifr)
-        except OSError:
-            return None
-    return data.tobytes()
-
-
-def phc_clock_id(phc_index: int) -> tuple[int, int] | None:
-    """(fd, clockid) for ``/dev/ptpN`` (``FD_TO_CLOCKID``), or None."""
-    try:
-        fd = os.open(f"/dev/ptp{phc_index}", os.O_RDONLY)
-    except OSError:
-        return None
-    return fd, ((~fd) << 3) | 3

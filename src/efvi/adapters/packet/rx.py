@@ -19,7 +19,7 @@ from efvi.adapters.packet._common import (_CONT, _MCAST, _NODESC, _OFF_MASK, _OU
                                           _PACKET_OUTGOING, _PKTTYPE_OFF, _REGION_SHIFT, _RX,
                                           _RXD, _SCAN, _SOP)
 from efvi.adapters.packet.vibase import PacketVIBase
-from efvi.adapters.sim.dma import scatter
+from efvi.adapters.dma import scatter
 from efvi.constants import PKT_BUF_SIZE
 from efvi.events import DiscardReason
 

@@ -17,7 +17,7 @@ from efvi.adapters.packet import ring
 from efvi.adapters.packet._common import _MASK, _OFF_MASK, _REGION_SHIFT, _TX, _TXERR
 from efvi.adapters.packet.filter_prog import VLAN_TPIDS
 from efvi.adapters.packet.vibase import PacketVIBase
-from efvi.adapters.sim.dma import scatter
+from efvi.adapters.dma import scatter
 from efvi.constants import EF_VI_TRANSMIT_BATCH
 from efvi.events import TxErrorType
 

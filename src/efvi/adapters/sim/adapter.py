@@ -33,7 +33,7 @@ from efvi.errors import SetupError
 from efvi.filters import FilterKind, FilterSpec
 
 if TYPE_CHECKING:
-    from efvi.memory import MemoryRegion
+    from efvi.adapters.base import RegisteredRegion
 
 _REGION_ALIGN = 1 << 32
 
@@ -44,11 +44,11 @@ class SimPD(HwProtectionDomain):
     def __init__(self, port: SimPort) -> None:
         self.port = port
         self._bases: list[int] = []
-        self._regions: list["MemoryRegion"] = []
+        self._regions: list["RegisteredRegion"] = []
         self._next = _REGION_ALIGN
         self._entries: set[FilterEntry] = set()
 
-    def register_memory(self, region: "MemoryRegion") -> int:
+    def register_memory(self, region: "RegisteredRegion") -> int:
         base = self._next
         self._next += ((region.nbytes + _REGION_ALIGN - 1) // _REGION_ALIGN + 1) * _REGION_ALIGN
         i = bisect.bisect(self._bases, base)
@@ -56,7 +56,7 @@ class SimPD(HwProtectionDomain):
         self._regions.insert(i, region)
         return base
 
-    def unregister_memory(self, region: "MemoryRegion") -> None:
+    def unregister_memory(self, region: "RegisteredRegion") -> None:
         for i, r in enumerate(self._regions):
             if r is region:
                 del self._regions[i]

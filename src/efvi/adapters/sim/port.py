@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from efvi.adapters.sim.dma import gather_rows, gather_words
+from efvi.adapters.dma import gather_rows, gather_words
 from efvi.adapters.sim.clock import Clock, RealClock, VirtualClock
 from efvi.adapters.sim.filter_table import Decision, FilterEntry, FilterTable
 from efvi.wire.classify import classify_one

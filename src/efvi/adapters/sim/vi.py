@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from efvi.adapters.base import EventArray, HwVI, U32Array, U64Array
-from efvi.adapters.sim.dma import scatter
+from efvi.adapters.dma import scatter
 from efvi.adapters.sim.port import FrameBatch
 from efvi.constants import EF_REQUEST_ID_MASK, EF_VI_TRANSMIT_BATCH, PKT_BUF_SIZE
 from efvi.events import DiscardReason, EventType, RxFlags, event_array

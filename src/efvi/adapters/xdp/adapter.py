@@ -213,6 +213,6 @@ class XdpAdapter(Adapter):
 
 def _driver_hw_rx(iface: str) -> bool:
     """The driver lists raw hardware RX timestamps and a PHC (``ethtool -T``)."""
-    from efvi.adapters.packet.ring import ts_info
+    from efvi.hwts import ts_info
     return ts_info(iface).hw_rx
 

@@ -21,7 +21,7 @@ from efvi.filters import FilterKind, FilterSpec
 
 if TYPE_CHECKING:
     from efvi.adapters.xdp.adapter import XdpAdapter
-    from efvi.memory import MemoryRegion
+    from efvi.adapters.base import RegisteredRegion
 
 
 class XdpPD(HwProtectionDomain):
@@ -45,8 +45,8 @@ class XdpPD(HwProtectionDomain):
         self.umem_group: list[XdpPD] = [self]
 
     # ---- memory --------------------------------------------------------------------
-    def register_memory(self, region: "MemoryRegion") -> int:
-        origin = region.origin.pd._hw if region.origin is not None else None
+    def register_memory(self, region: "RegisteredRegion") -> int:
+        origin = region.origin_pd
         if isinstance(origin, XdpPD) and origin.umem_len:
             # the same memory registered in another xdp PD (MemoryRegion.share): this
             # PD's sockets bind the origin's UMEM with XDP_SHARED_UMEM, so UMEM offsets
@@ -71,7 +71,7 @@ class XdpPD(HwProtectionDomain):
         self.umem = np.frombuffer(memoryview(buf).cast("B"), dtype=np.uint8)
         return self.dma_base
 
-    def unregister_memory(self, region: "MemoryRegion") -> None:
+    def unregister_memory(self, region: "RegisteredRegion") -> None:
         self._unmap()
 
     def _unmap(self) -> None:

@@ -1,4 +1,5 @@
-"""Vectorised DMA between byte arrays (the sim's copy engine).
+"""Vectorised DMA between byte arrays: the copy engine of the adapters that copy (sim,
+packet), shared by them (efvi.adapters.dma, not inside one adapter package).
 
 Registered memory is a sequence of 2 KiB packet buffers, so the common case — every
 frame starting at the same offset inside its buffer — is a *row* gather/scatter on
