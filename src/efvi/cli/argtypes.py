@@ -119,3 +119,50 @@ def multicast_ipv4(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a multicast group; expected 224.0.0.0..239.255.255.255")
     return a
+
+
+def number(lo: float = 0.0, hi: float | None = None, *, above: bool = False,
+           unit: str = "") -> Callable[[str], float]:
+    """A finite number ``>= lo`` (``> lo`` with ``above``), at most ``hi``."""
+    span = (f"> {lo:g}" if above else f">= {lo:g}") + (f" and <= {hi:g}" if hi is not None else "")
+    form = f"a number {span}" + (f" ({unit})" if unit else "")
+
+    def check(text: str) -> float:
+        try:
+            v = float(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected {form}") \
+                from None
+        if not math.isfinite(v) or v < lo or (above and v == lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; expected {form}")
+        return v
+
+    check.__name__ = "number"
+    return check
+
+
+def filter_text(text: str) -> str:
+    """A filter in efsink's grammar, checked, kept as text."""
+    filter_spec(text)
+    return text
+
+
+def ipv4_interface(text: str) -> str:
+    """``ADDR[/LEN]`` with ADDR an IPv4 address."""
+    try:
+        ipaddress.IPv4Interface(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IPv4 address; expected ADDR[/LEN] such as 198.18.0.1/15") \
+            from None
+    return text.strip()
+
+
+def ipv6(text: str) -> str:
+    """An IPv6 address (``ADDR[/LEN]``)."""
+    try:
+        ipaddress.IPv6Interface(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IPv6 address; expected e.g. fd00::1 or fd00::1/64") from None
+    return text.strip()

@@ -39,8 +39,8 @@ def register(sub: Subparsers) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", type=at.driver_url,
                    help="driver URL: xdp:IFNAME, packet:IFNAME (or sim[:PORT?wire=..])")
-    p.add_argument("--ip", help="IPv4 address to own, ADDR[/LEN]")
-    p.add_argument("--ipv6", help="IPv6 address to own")
+    p.add_argument("--ip", type=at.ipv4_interface, help="IPv4 address to own, ADDR[/LEN]")
+    p.add_argument("--ipv6", type=at.ipv6, help="IPv6 address to own")
     p.add_argument("--mac", type=at.mac, help="MAC to answer with (default: the interface's)")
     p.add_argument("--udp-echo", dest="udp_echo", type=at.port, action="append", default=[],
                    metavar="PORT", help="echo UDP datagrams sent to PORT (repeatable)")
