@@ -31,6 +31,7 @@ import pytest
 from efvi import Driver, EfviError, MemoryRegion, PKT_BUF_SIZE, ProtectionDomain
 from efvi import VirtualInterface
 from efvi.adapters.options import SCHEMAS, check_url
+from efvi.cli.common import UsageError
 from efvi.cli.main import build_parser, main
 from efvi.errors import SetupError
 
@@ -42,6 +43,12 @@ _rng = random.Random(9)
 RANDOM = ["".join(_rng.choice("0123456789-.:,=?@abcxyz/ ") for _ in range(_rng.randint(1, 12)))
           for _ in range(6)] + [str(_rng.randint(-2**40, 2**40)) for _ in range(4)]
 VALUES = BOUNDARY + RANDOM
+
+
+try:  # imported once here: a watchdog SIGINT in the middle of its first import (as
+    import matplotlib.pyplot  # noqa: F401  # --plot does) would leave it half-initialised
+except ImportError:
+    pass
 
 
 def _commands() -> Iterator[tuple[str, argparse.ArgumentParser]]:
@@ -104,6 +111,8 @@ def _good(cmd: str, pcap: str, out: str) -> list[list[str]] | None:
                    ["--enet-smac", "02:00:00:00:00:08"], [pcap]],
         "station": [["--ip", "198.18.0.1"], ["--ipv6", "fd00::1"], ["--mac", "02:00:00:00:00:07"],
                     ["--udp-echo", "7"], ["--rate", "100"], ["--duration", "0.05"], ["sim:fzs"]],
+        "latency": [["-n", "20"], ["-s", "0"], ["--warm", "0"], ["-p", "8999"], ["ping"],
+                    ["sim:fzl"]],
         "forward": [["--filter", "unicast-all"], ["-c", "10"], ["--duration", "0.05"],
                     ["--idle", "0.05"], ["--rxq", "64"], ["--txq", "64"], ["sim:fza"],
                     ["sim:fzb"]],
@@ -187,15 +196,16 @@ def test_every_flag_takes_any_value_without_a_traceback(
             try:
                 p.parse_args(argv[len(cmd.split()):])
                 continue
-            except SystemExit as exc:
-                err = capsys.readouterr().err.decode("utf-8", "replace")
-                if exc.code == 0:
-                    continue
-                assert exc.code == 2 and "Traceback" not in err
-                if "argument" in err and any(n in err for n in _flag_names(target)):
-                    continue
-                # another required argument is missing: the value itself was not judged
-                assert "required" in err or "the following arguments" in err, err
+            except SystemExit as exc:  # --help and the like
+                assert exc.code in (0, None), exc
+                continue
+            except UsageError as exc:
+                err = str(exc)
+            assert "Traceback" not in err
+            if "argument" in err and any(n in err for n in _flag_names(target)):
+                continue
+            # another argument is missing or was displaced: argparse judged the line
+            assert "required" in err or err.startswith("argument "), err
             continue
         argv = _argv(cmd, good, p, target, value)
         rc, err = _run(argv, capsys)
@@ -203,8 +213,9 @@ def test_every_flag_takes_any_value_without_a_traceback(
         assert "Traceback" not in err, (argv, err)
         if rc:
             lines = [ln for ln in err.strip().splitlines()
-                     if ln.strip() and not ln.startswith("usage:") and not ln.startswith(" ")]
-            assert len(lines) == 1, (argv, err)
+                     if ln.strip() and not ln.startswith("#") and not ln.startswith(" ")]
+            assert lines and lines[-1].startswith(f"efvi {cmd.split()[0]}"), (argv, err)
+            lines = lines[-1:]  # the error: the last line (progress lines may precede it)
             names = _flag_names(target)
             if value == "-":
                 names += ["<stdin>", "<stdout>"]

@@ -266,6 +266,8 @@ def efvi_ping(side: EfviSide, paylen: int, iters: int, warm: int,
         if k >= warm:
             out[k - warm] = t1 - t0
         k += 1
+        if not k & 0x3FF and stop is not None and stop[0]:  # a stop between answered trips
+            break
         if vi.transmit_space() < 16:
             side.reap()
     done = max(0, k - warm)
@@ -401,6 +403,8 @@ class KernelSide:
             if k >= warm:
                 out[k - warm] = t1 - t0
             k += 1
+            if not k & 0x3FF and stop is not None and stop[0]:
+                break
         return LatencyStats("kernel", paylen, out[:max(0, k - warm)], lost)
 
     def pong(self, count: int | None, stop: list[bool] | None = None,

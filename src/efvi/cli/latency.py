@@ -30,9 +30,22 @@ def _sizes(text: str) -> list[int]:
     from efvi.apps.latency import parse_sizes
     from efvi.errors import SetupError
     try:
-        return parse_sizes(text)
+        sizes = parse_sizes(text)
     except SetupError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if len(sizes) > 1000 or max(sizes) > 8972:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} asks for {len(sizes)} sizes up to {max(sizes)} bytes; expected at most "
+            "1000 sizes of 0..8972 bytes")
+    return sizes
+
+
+def _plot_path(text: str) -> str:
+    """``--plot``: a file name ending .png, .svg or .pdf (the format comes from it)."""
+    if not text.lower().endswith((".png", ".svg", ".pdf")) or "\0" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} does not end in .png, .svg or .pdf; the picture's format comes from it")
+    return text
 
 
 def register(sub: Subparsers) -> None:
@@ -43,11 +56,11 @@ def register(sub: Subparsers) -> None:
     p.add_argument("url", type=at.driver_url,
                    help="driver URL: xdp:IFNAME[@Q], packet:IFNAME, sim[:PORT?...]")
     p.add_argument("--peer", type=at.ipv4, help="ping: the pong side's IPv4 address")
-    p.add_argument("-n", dest="iters", type=at.int_range(1), default=100_000,
+    p.add_argument("-n", dest="iters", type=at.int_range(1, 10_000_000), default=100_000,
                    help="timed round trips per size (default 100000)")
     p.add_argument("-s", dest="sizes", default=[0], type=_sizes,
                    help="UDP payload sizes: N, a,b,c or a:b:step (default 0)")
-    p.add_argument("--warm", "-w", type=at.int_range(0), default=10_000,
+    p.add_argument("--warm", "-w", type=at.int_range(0, 10_000_000), default=10_000,
                    help="warm-up round trips per size, not timed (default 10000)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--busy", dest="block", action="store_false", default=False,
@@ -60,7 +73,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("-p", "--port", type=at.int_range(1, 65534), default=DEFAULT_PORT,
                    help=f"UDP port of both ends (default {DEFAULT_PORT})")
     add_json_flag(p)
-    p.add_argument("--plot", metavar="FILE.png",
+    p.add_argument("--plot", metavar="FILE.png", type=_plot_path,
                    help="ping: write a latency distribution picture (needs efvi[plot])")
     p.set_defaults(func=run)
 
