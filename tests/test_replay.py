@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,3 +249,18 @@ def test_sender_counts_adapter_tx_errors(tmp_path: Path, wire: str) -> None:
     assert st.failed_causes.get("tx_error", 0) == sum(
         v for k, v in vst.items() if k.startswith("tx_") and k.endswith("_drops"))
     peer.close()
+
+
+def test_a_long_recorded_gap_does_not_delay_a_stop(tmp_path: Path) -> None:
+    from efvi.apps.common import StopFlag
+
+    frames = [f for f, what in odd_frames() if what == "ok"][:2]
+    cap = tmp_path / "gap.pcap"
+    write_pcap(cap, frames, gap_ns=60 * 10**9)  # the second frame is a minute later
+    stop = StopFlag()
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    t = time.monotonic()
+    st = replay("sim", [str(cap)], stop=stop)
+    assert time.monotonic() - t < 5
+    assert st.successful == 1 and st.attempted == 1

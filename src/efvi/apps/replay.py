@@ -56,6 +56,8 @@ U8 = npt.NDArray[np.uint8]
 
 #: sleep until this long before a deadline, then spin (timer slack is set to 1 ns)
 SPIN_NS = 120_000
+#: longest single sleep: a stop request or the progress line waits at most this long
+MAX_SLEEP_NS = 50_000_000
 #: records per chunk in timed modes: staging a chunk (copying its frames) happens
 #: between deadlines, so small chunks keep that work from delaying a send
 TIMED_CHUNK = 64
@@ -531,6 +533,9 @@ class ReplaySender:
                             kind == "blocked" or self.free < self.nbuf // 2):
                         if do_reap():
                             kind = "stage" if kind == "blocked" else kind
+                        continue
+                    if left > SPIN_NS + MAX_SLEEP_NS:  # a long gap: wake to check stop
+                        time.sleep(MAX_SLEEP_NS / 1e9)
                         continue
                     if left > SPIN_NS:
                         time.sleep((left - SPIN_NS) / 1e9)
