@@ -47,6 +47,23 @@ def _lock(buf: mmap.mmap, nbytes: int) -> int:
     return 0
 
 
+def _sealed_memfd(nbytes: int) -> int:
+    """A memfd of ``nbytes`` that can no longer shrink or grow (so a process it is
+    shared with never finds pages gone from under its mapping)."""
+    fd = os.memfd_create("efvi-region", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, nbytes)
+        import fcntl
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    except OSError as exc:
+        os.close(fd)
+        raise SetupError(f"cannot create {nbytes} bytes of shareable packet memory",
+                         errno=exc.errno or errno.ENOMEM,
+                         hint="check free memory and the memfd limits") from None
+    return fd
+
+
 class MemoryRegion:
     """``nbytes`` of registered memory in ``pd`` (control path: allocates, may raise).
 
@@ -74,9 +91,17 @@ class MemoryRegion:
         # private anonymous memory can be backed by transparent huge pages (far fewer
         # TLB misses when frames are spread over thousands of buffers); DONTFORK keeps a
         # child's copy-on-write from moving pages under the NIC (ef_vi's advice)
-        self._map = mmap.mmap(-1, headroom + nbytes,
-                              flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                              prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        #: a sealed memfd backing the mapping when the adapter shares the memory with
+        #: another process (efvid); None for private anonymous memory
+        self.memfd: int | None = None
+        if pd.driver.adapter.shared_memory:
+            self.memfd = _sealed_memfd(headroom + nbytes)
+            self._map = mmap.mmap(self.memfd, headroom + nbytes, flags=mmap.MAP_SHARED,
+                                  prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        else:
+            self._map = mmap.mmap(-1, headroom + nbytes,
+                                  flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                                  prot=mmap.PROT_READ | mmap.PROT_WRITE)
         for advice in ("MADV_HUGEPAGE", "MADV_DONTFORK"):
             if hasattr(mmap, advice):
                 try:
@@ -133,6 +158,7 @@ class MemoryRegion:
         mr = object.__new__(MemoryRegion)
         mr.pd, mr.nbytes, mr.headroom = pd, self.nbytes, self.headroom
         mr._map, mr.locked = self._map, self.locked
+        mr.memfd = None  # the origin owns the descriptor
         mr.origin = self.origin or self
         mr._users = self._users
         self._users[0] += 1
@@ -201,6 +227,10 @@ class MemoryRegion:
             self._map.close()
         except BufferError:  # a view is still exported; the GC will unmap it
             pass
+        fd = getattr(self, "memfd", None)
+        if fd is not None:
+            os.close(fd)
+            self.memfd = None
 
     def close(self) -> None:
         """Unregister and unmap (idempotent). No VI may still own its buffers."""

@@ -213,6 +213,9 @@ class Adapter(ABC):
     name: str = "?"
     #: True if registered memory must be mlock'ed (the kernel pins it for DMA)
     requires_locked_memory: bool = False
+    #: memory regions are backed by a sealed memfd (``MemoryRegion.memfd``) that the
+    #: adapter can hand to another process (efvid registers it for an unprivileged one)
+    shared_memory: bool = False
     #: bytes the adapter wants mapped right below every memory region, in the same
     #: mapping (``MemoryRegion.headroom_address``): e.g. AF_XDP PIO and bounce frames,
     #: which must be contiguous with the region to live in the same UMEM

@@ -158,6 +158,8 @@ SCHEMAS: dict[str, tuple[Option, ...]] = {
                help="µs of SO_BUSY_POLL (with SO_PREFER_BUSY_POLL) on RX sockets; 0: off"),
         Option("busy_budget", "int", 64, lo=1, hi=65535,
                help="SO_BUSY_POLL_BUDGET: frames per busy-poll NAPI run"),
+        Option("broker", "choice", "auto", choices=("auto", "0", "1"),
+               help="go through efvid: auto = when this process lacks the privileges"),
     ),
     "packet": (
         Option("ring", "int", 0, lo=2, hi=1 << 22, help="RX ring slots (0: sized from rxq)"),
@@ -171,6 +173,8 @@ SCHEMAS: dict[str, tuple[Option, ...]] = {
                help="TPACKET_V3: a block goes to the VI this long after its first frame"),
         Option("dir", "choice", "in", choices=("in", "out", "inout"),
                help="frames the filters see: received, sent by this host, or both"),
+        Option("broker", "choice", "auto", choices=("auto", "0", "1"),
+               help="go through efvid: auto = when this process lacks the privileges"),
     ),
 }
 
@@ -181,8 +185,10 @@ QUEUES: dict[str, int] = {"sim": 0, "xdp": 1023, "packet": 0}
 FORMS = {
     "sim": "sim[:PORT][?wire=NAME&loopback=1&clock=virtual|real&mac=MAC&ip=ADDR&mtu=N"
            "&pcap=FILE&speed=1|0&loop=N&eof_event=DATA]",
-    "xdp": "xdp:IFNAME[@QUEUE][?mode=auto|drv|skb&zerocopy=auto|0|1&force=1&ts=auto|sw|hw]",
-    "packet": "packet:IFNAME[?ring=N&snaplen=N&ts=auto|sw|hw&qdisc=0|1&dir=in|out|inout]",
+    "xdp": "xdp:IFNAME[@QUEUE][?mode=auto|drv|skb&zerocopy=auto|0|1&force=1&ts=auto|sw|hw"
+           "&broker=auto|0|1]",
+    "packet": "packet:IFNAME[?ring=N&snaplen=N&ts=auto|sw|hw&qdisc=0|1&dir=in|out|inout"
+              "&broker=auto|0|1]",
 }
 
 

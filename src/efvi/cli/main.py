@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "rss": "efvi.cli.rss",
     "latency": "efvi.cli.latency",
     "capture": "efvi.cli.capture",
+    "daemon": "efvi.cli.daemon",
 }
 #: the modules, for code that iterates them
 COMMAND_MODULES: tuple[str, ...] = tuple(COMMANDS.values())

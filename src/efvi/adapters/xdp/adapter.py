@@ -78,10 +78,12 @@ from efvi.adapters.base import Adapter, Capabilities, HwProtectionDomain, Interf
 from efvi.adapters.xdp._common import (MAX_RX_FRAME, RESERVE, RX_FLAG_HW_TS, _OPTIONS)
 
 NETDEV_XDP_ACT_RX_SG = 32
+from efvi.adapters.xdp.brokered import BrokeredProgram
 from efvi.adapters.xdp.link import InterfaceProgram
 from efvi.adapters.xdp.pd import XdpPD
 from efvi.adapters.xdp.program import MAX_QUEUES
 from efvi.adapters.xdp.vi import XdpVI
+from efvi.broker.client import use_broker
 from efvi.errors import SetupError
 from efvi.filters import FilterKind
 from efvi.netutil import NetnsHandle
@@ -147,10 +149,22 @@ class XdpAdapter(Adapter):
             self.sg = self.mtu + 22 > MAX_RX_FRAME
             self.sg_ok = bool(self.features.bits & NETDEV_XDP_ACT_RX_SG) \
                 or not self.features.known
-            self.program = InterfaceProgram.acquire(iface, self.ifindex, self.netns,
-                                                    self.mode, force,
-                                                    options.get("ts", "auto").lower(),
-                                                    frags=self.sg and self.sg_ok)
+            #: the efvid connection's program when this process lacks the privileges
+            #: (URL option broker=auto|0|1, EFVI_BROKER); None: direct
+            self.broker: BrokeredProgram | None = None
+            self.program: InterfaceProgram | BrokeredProgram
+            if use_broker("xdp", options.get("broker", "auto")):
+                self.broker = BrokeredProgram(iface, queue, {
+                    k: v for k, v in options.items() if k != "broker"})
+                self.program = self.broker
+                # the UMEM is a memfd the broker registers (and pins) for us
+                self.shared_memory = True
+                self.requires_locked_memory = False
+            else:
+                self.program = InterfaceProgram.acquire(iface, self.ifindex, self.netns,
+                                                        self.mode, force,
+                                                        options.get("ts", "auto").lower(),
+                                                        frags=self.sg and self.sg_ok)
             self._ts_hw_rx = _driver_hw_rx(iface)
         except BaseException:
             self.netns.close()

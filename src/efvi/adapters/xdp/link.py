@@ -381,7 +381,9 @@ class InterfaceProgram:
                 mask |= bit
         bpf.map_update(self.fds["config"], struct.pack("<I", 0), struct.pack("<Q", mask))
 
-    def insert(self, key: bytes, bit: int, target: int, multicast: bool) -> None:
+    def insert(self, key: bytes, bit: int, target: int, multicast: bool,
+               spec: object = None) -> None:
+        """Add a filter-table entry (``spec`` is for the broker proxy's policy check)."""
         bpf.map_update(self.fds["ftable"], key, struct.pack("<I", target), bpf.BPF_NOEXIST)
         self.filters[key] = (target, multicast)
         self.presence[bit] = self.presence.get(bit, 0) + 1

@@ -43,6 +43,7 @@ class XdpPD(HwProtectionDomain):
         #: the PDs whose sockets bind one UMEM (this one plus those a region was shared
         #: with, on any interface): a socket joins the UMEM of any of them
         self.umem_group: list[XdpPD] = [self]
+        self.umem_id = 0  # the broker's id of this PD's UMEM (efvid mode)
 
     # ---- memory --------------------------------------------------------------------
     def register_memory(self, region: "RegisteredRegion") -> int:
@@ -67,6 +68,9 @@ class XdpPD(HwProtectionDomain):
             self.umem_addr, self.dma_base = self._reserve, RESERVE
             self._pio_dma = 0
             self.umem_len = n + RESERVE
+        broker = self.adapter.broker
+        if broker is not None:
+            self.umem_id = broker.register_umem(region, self.umem_addr, self.umem_len)
         buf = (ctypes.c_char * self.umem_len).from_address(self.umem_addr)
         self.umem = np.frombuffer(memoryview(buf).cast("B"), dtype=np.uint8)
         return self.dma_base
@@ -175,7 +179,7 @@ class XdpPD(HwProtectionDomain):
             if kind in (TableKind.UCAST_MIS, TableKind.MCAST_MIS):
                 prog.refresh_kernel_macs(self.adapter.mac)
             bit = presence_bit(kind, spec.vlan_id is None)
-            prog.insert(key, bit, target, spec.is_multicast)
+            prog.insert(key, bit, target, spec.is_multicast, spec=spec)
         except BaseException:
             if group is not None:
                 for v in vis:

@@ -115,11 +115,17 @@ class XdpVIBase(HwVI):
             tx_here = self.txq > 0 and i == 0
             rx_size = max(self.rxq, 64) if need_rx else 0
             tx_size = max(self.txq, 64) if tx_here else 0
-            s = XskSocket(self.adapter.ifindex, q, umem_addr=pd.umem_addr,
-                          umem_len=pd.umem_len, rx_size=rx_size, tx_size=tx_size,
-                          fill_size=max(self.rxq, 64), comp_size=max(self.txq, 64),
-                          shared_fd=pd.shared_fd(), zerocopy=self.adapter.zerocopy,
-                          tx_budget=tx_size, sg=self.adapter.sg)
+            broker = self.adapter.broker
+            if broker is not None:
+                s = broker.open_socket(pd.umem_id, q, rx_size=rx_size, tx_size=tx_size,
+                                       fill_size=max(self.rxq, 64),
+                                       comp_size=max(self.txq, 64), sg=self.adapter.sg)
+            else:
+                s = XskSocket(self.adapter.ifindex, q, umem_addr=pd.umem_addr,
+                              umem_len=pd.umem_len, rx_size=rx_size, tx_size=tx_size,
+                              fill_size=max(self.rxq, 64), comp_size=max(self.txq, 64),
+                              shared_fd=pd.shared_fd(), zerocopy=self.adapter.zerocopy,
+                              tx_budget=tx_size, sg=self.adapter.sg)
             pd.sockets.append(s)
             self.socks[q] = s
             owners[q] = self

@@ -134,12 +134,19 @@ class XskSocket:
     With ``shared_fd`` it joins the UMEM of that socket (``XDP_SHARED_UMEM``); it
     gets its own FILL/COMPLETION rings (``own_pool``) when bound to a different queue.
     ``zerocopy``: True = require, False = copy mode, None = try zero-copy, fall back.
+
+    Broker split (``efvid``): the privileged side builds the socket with
+    ``unmapped=True`` (registered, configured and bound, rings not mapped in the
+    broker); the client adopts the descriptor it is sent with ``configured=`` and maps
+    the rings into its own address space (mapping a bound socket's rings needs
+    Linux ≥ 6.5).
     """
 
     def __init__(self, ifindex: int, queue: int, *, umem_addr: int, umem_len: int,
                  rx_size: int, tx_size: int, fill_size: int, comp_size: int,
                  shared_fd: int | None = None, zerocopy: bool | None = None,
-                 tx_budget: int = 0, sg: bool = False) -> None:
+                 tx_budget: int = 0, sg: bool = False,
+                 configured: socket.socket | None = None, unmapped: bool = False) -> None:
         self.ifindex = ifindex
         self.queue = queue
         self.rx: Ring | None = None
@@ -147,8 +154,29 @@ class XskSocket:
         self.fill: Ring | None = None
         self.comp: Ring | None = None
         self.zerocopy = False
+        #: the broker's id of this socket when ``efvid`` made it (else None)
+        self.broker_id: int | None = None
         #: bound with XDP_SHARED_UMEM to another socket's UMEM (maybe another device's)
         self.shared_umem = shared_fd is not None
+        if configured is not None:
+            # made, registered and bound by a privileged broker (efvid): map its rings
+            self.sock = configured
+            self.fd = self.sock.fileno()
+            try:
+                self._map_rings(rx_size, tx_size, fill_size, comp_size)
+                self._read_options()
+            except SetupError as exc:
+                self.close()
+                if exc.errno == _errno.EBUSY:
+                    raise SetupError("cannot map the rings of the socket efvid bound",
+                                     errno=exc.errno,
+                                     hint="mapping a bound AF_XDP socket's rings needs "
+                                          "Linux >= 6.5; run as root instead") from None
+                raise
+            except BaseException:
+                self.close()
+                raise
+            return
         try:
             self.sock = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
         except OSError as exc:
@@ -156,17 +184,21 @@ class XskSocket:
         self.fd = self.sock.fileno()
         self._sg = XDP_USE_SG if sg else 0
         try:
-            self._setup(umem_addr, umem_len, rx_size, tx_size, fill_size, comp_size,
-                        shared_fd, zerocopy, tx_budget)
+            # the first socket of a UMEM registers it; the others share it at bind
+            self._configure(umem_addr, umem_len if shared_fd is None else 0, rx_size,
+                            tx_size, fill_size, comp_size, tx_budget)
+            if not unmapped:
+                self._map_rings(rx_size, tx_size, fill_size, comp_size)
+            self._bind_socket(shared_fd, zerocopy)
+            self._read_options()
         except BaseException:
             self.close()
             raise
 
-    def _setup(self, umem_addr: int, umem_len: int, rx_size: int, tx_size: int,
-               fill_size: int, comp_size: int, shared_fd: int | None,
-               zerocopy: bool | None, tx_budget: int) -> None:
+    def _configure(self, umem_addr: int, umem_len: int, rx_size: int, tx_size: int,
+                   fill_size: int, comp_size: int, tx_budget: int) -> None:
         s = self.sock
-        if shared_fd is None:
+        if umem_len:
             reg = struct.pack("<QQIIII", umem_addr, umem_len, CHUNK_SIZE, 0,
                               XDP_UMEM_UNALIGNED_CHUNK_FLAG, 0)
             try:
@@ -181,30 +213,15 @@ class XskSocket:
                 s.setsockopt(SOL_XDP, XDP_RX_RING, rx_size)
             if tx_size:
                 s.setsockopt(SOL_XDP, XDP_TX_RING, tx_size)
-            raw = s.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, 128)
         except OSError as exc:
             raise _fail("ring setup", exc.errno or 0) from None
-        if len(raw) < 128:
-            raise SetupError("AF_XDP: this kernel's XDP_MMAP_OFFSETS has no flags field",
-                             errno=_errno.EOPNOTSUPP, hint="needs Linux ≥ 5.4")
-        o = struct.unpack("<16Q", raw)
-        off_rx, off_tx, off_fr, off_cr = o[0:4], o[4:8], o[8:12], o[12:16]
-
-        def order(t: tuple[int, ...]) -> tuple[int, int, int, int]:
-            return (t[0], t[1], t[2], t[3])  # producer, consumer, desc, flags
-
-        if rx_size:
-            self.rx = Ring(self.fd, PGOFF_RX, order(off_rx), rx_size, DESC_DTYPE)
-        if tx_size:
-            self.tx = Ring(self.fd, PGOFF_TX, order(off_tx), tx_size, DESC_DTYPE)
-        if fill_size:
-            self.fill = Ring(self.fd, PGOFF_FILL, order(off_fr), fill_size, np.dtype("<u8"))
-            self.comp = Ring(self.fd, PGOFF_COMP, order(off_cr), comp_size, np.dtype("<u8"))
         if tx_budget and tx_size:
             try:
                 s.setsockopt(SOL_XDP, XDP_MAX_TX_SKB_BUDGET, tx_budget)
             except OSError:
                 pass  # older kernels: the default budget (32 per sendto) applies
+
+    def _bind_socket(self, shared_fd: int | None, zerocopy: bool | None) -> None:
         if shared_fd is not None:
             self._bind(XDP_SHARED_UMEM, shared_fd)
         else:
@@ -228,8 +245,33 @@ class XskSocket:
                                      hint="this driver has no AF_XDP zero-copy: drop "
                                           "?zerocopy=1 to use copy mode")
                 raise last
+
+    def _map_rings(self, rx_size: int, tx_size: int, fill_size: int, comp_size: int) -> None:
+        """mmap the rings configured on the socket (needs no privilege)."""
         try:
-            opts = struct.unpack("<I", s.getsockopt(SOL_XDP, XDP_OPTIONS, 4))[0]
+            raw = self.sock.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, 128)
+        except OSError as exc:
+            raise _fail("ring setup", exc.errno or 0) from None
+        if len(raw) < 128:
+            raise SetupError("AF_XDP: this kernel's XDP_MMAP_OFFSETS has no flags field",
+                             errno=_errno.EOPNOTSUPP, hint="needs Linux ≥ 5.4")
+        o = struct.unpack("<16Q", raw)
+        off_rx, off_tx, off_fr, off_cr = o[0:4], o[4:8], o[8:12], o[12:16]
+
+        def order(t: tuple[int, ...]) -> tuple[int, int, int, int]:
+            return (t[0], t[1], t[2], t[3])  # producer, consumer, desc, flags
+
+        if rx_size:
+            self.rx = Ring(self.fd, PGOFF_RX, order(off_rx), rx_size, DESC_DTYPE)
+        if tx_size:
+            self.tx = Ring(self.fd, PGOFF_TX, order(off_tx), tx_size, DESC_DTYPE)
+        if fill_size:
+            self.fill = Ring(self.fd, PGOFF_FILL, order(off_fr), fill_size, np.dtype("<u8"))
+            self.comp = Ring(self.fd, PGOFF_COMP, order(off_cr), comp_size, np.dtype("<u8"))
+
+    def _read_options(self) -> None:
+        try:
+            opts = struct.unpack("<I", self.sock.getsockopt(SOL_XDP, XDP_OPTIONS, 4))[0]
             self.zerocopy = bool(opts & XDP_OPTIONS_ZEROCOPY)
         except OSError:
             self.zerocopy = False
