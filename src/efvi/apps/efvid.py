@@ -516,12 +516,17 @@ class Broker:
             cls, addr, port = traffic_class(spec)
             self.policy.filter(sess.caller, h.grants, "packet", h.iface, cls, addr, port)
             specs.append(spec)
+        old = args["replaces"]
+        if old is not None and old not in h.sockets:
+            raise Refused(f"socket {old} is not yours", _errno.EPERM)
         max_vis, _ = self.policy.limits(h.grants)
-        held = sum(len(hh.sockets) for hh in sess.held.values())
+        held = sum(len(hh.sockets) for hh in sess.held.values()) - (old is not None)
         if held >= max_vis:
             raise Refused(f"your grant allows {max_vis} sockets at once", _errno.EMFILE,
                           "close VIs you no longer use")
         s = make_locked_socket(h.adapter, specs, args)
+        if old is not None:
+            h.sockets.pop(old).close()
         sid = self._id()
         h.sockets[sid] = s
         log.info("grant %s: packet socket on %s with %d filter(s)", sess.caller, h.iface,

@@ -272,11 +272,11 @@ class Policy:
                 continue
             return
         rules = "; ".join(
-            f"{g.name!r}: {list(g.filters)}"
+            f"{list(g.filters)}"
             + (f" on {[str(n) for n in g.addresses]}" if g.addresses else "")
             + (f" ports {[f'{a}-{b}' if a != b else a for a, b in g.ports]}" if g.ports else "")
             + (", sniff_all" if g.sniff_all else "") for g in grants)
-        raise self._deny(c, f"{what} on {adapter}:{iface}", grants, f"allow {rules}")
+        raise self._deny(c, f"{what} on {adapter}:{iface}", grants, f"allow only {rules}")
 
     def limits(self, grants: list[Grant]) -> tuple[int, int]:
         """(max VIs/sockets, max memory bytes): the most generous matching grant."""

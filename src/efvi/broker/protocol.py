@@ -47,7 +47,7 @@ OPS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "packet.open": {"iface": str, "options": dict},
     "packet.socket": {"adapter": int, "rx_slots": int, "rx_frame": int, "tx_slots": int,
                       "tx_frame": int, "blocks": (list, type(None)), "filters": list,
-                      "fanout": (int, type(None))},
+                      "fanout": (int, type(None)), "replaces": (int, type(None))},
     "close": {"adapter": int},
 }
 

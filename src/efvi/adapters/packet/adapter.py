@@ -97,9 +97,11 @@ from efvi import hwts, netutil
 from efvi.adapters.base import Adapter, Capabilities, HwVI, InterfaceInfo
 from efvi.adapters.packet import ring
 from efvi.adapters.packet.filter_prog import DIRECTIONS, MISMATCH_KINDS
+from efvi.adapters.packet.brokered import PacketBroker
 from efvi.adapters.packet.pd import PacketPD, _FilterHandle
 from efvi.adapters.packet.vi import PacketVI
 from efvi.constants import MAX_TX_FRAME
+from efvi.broker.client import use_broker
 from efvi.errors import SetupError, UnsupportedError
 from efvi.filters import FilterKind, FilterSpec
 
@@ -121,9 +123,16 @@ class PacketAdapter(Adapter):
             raise SetupError("the packet adapter needs an interface", errno=errno.EINVAL,
                              hint="write packet:IFNAME, e.g. packet:eth0")
         self._closed = False
+        #: efvid makes this driver's sockets when the process lacks CAP_NET_RAW (URL
+        #: option broker=auto|0|1, EFVI_BROKER); None: direct
+        self.broker: PacketBroker | None = None
+        self._msock: socket.socket | None = None
         try:  # first: without CAP_NET_RAW nothing else matters
-            self._msock: socket.socket | None = socket.socket(socket.AF_PACKET,
-                                                              socket.SOCK_RAW, 0)
+            if use_broker("packet", options.get("broker", "auto")):
+                self.broker = PacketBroker(iface, {k: v for k, v in options.items()
+                                                   if k != "broker"})
+            else:
+                self._msock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         except PermissionError:
             raise SetupError("cannot open an AF_PACKET socket", errno=errno.EPERM,
                              hint="needs CAP_NET_RAW: run as root, or grant it with "
@@ -132,7 +141,8 @@ class PacketAdapter(Adapter):
         try:
             self._ns = netutil.NetnsHandle()
         except OSError as exc:
-            self._msock.close()
+            if self._msock is not None:
+                self._msock.close()
             raise SetupError("cannot open this thread's network namespace",
                              errno=exc.errno or errno.EACCES,
                              hint="run with access to /proc/thread-self/ns/net") from None
@@ -227,6 +237,10 @@ class PacketAdapter(Adapter):
             v._apply_filter()
 
     def _hold(self, mr_type: int, add: bool) -> None:
+        if mr_type and add and self.broker is not None:
+            raise UnsupportedError(
+                f"promiscuous or all-multicast reception on {self.iface} is not available "
+                "through efvid; filter on this host's own addresses, or run as root")
         if not mr_type or self._msock is None:
             return
         n = self._members.get(mr_type, 0)
@@ -259,6 +273,8 @@ class PacketAdapter(Adapter):
         if self._msock is not None:
             self._msock.close()  # drops promiscuous/allmulti references
             self._msock = None
+        if self.broker is not None:
+            self.broker.close()
         if self._hw_saved is not None:
             with self._ns.enter():
                 hwts.hwtstamp(self.iface, self._hw_saved)

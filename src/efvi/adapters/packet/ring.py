@@ -117,6 +117,9 @@ def mem_available() -> int:
     return 1 << 62
 
 
+SO_LOCK_FILTER = 44
+
+
 def attach_filter(sock: socket.socket, prog: list[Insn]) -> None:
     """``SO_ATTACH_FILTER``: atomically replace the socket's classic BPF program."""
     raw = pack_program(prog)
@@ -318,14 +321,32 @@ class PacketSocket:
     def __init__(self, ifname: str, rx_slots: int, rx_frame: int, tx_slots: int,
                  tx_frame: int, *, qdisc_bypass: bool = True, hw_timestamps: bool = False,
                  reject_all: list[Insn] | None = None,
-                 blocks: tuple[int, int, int] | None = None) -> None:
+                 blocks: tuple[int, int, int] | None = None,
+                 configured: socket.socket | None = None, unmapped: bool = False,
+                 locked_filter: list[Insn] | None = None) -> None:
         """``blocks`` = (block_size, block_nr, retire_ms) asks for a TPACKET_V3 RX ring
-        (:attr:`rx_blocks`; ``rx`` stays None) instead of ``rx_slots`` V2 slots."""
+        (:attr:`rx_blocks`; ``rx`` stays None) instead of ``rx_slots`` V2 slots.
+
+        Broker split (``efvid``): the privileged side passes ``unmapped=True`` and
+        ``locked_filter`` (attached and locked with ``SO_LOCK_FILTER`` before bind, so
+        the socket's owner cannot widen it); the client adopts the descriptor with
+        ``configured=`` and the same geometry arguments, and maps the rings."""
         self.sock: socket.socket | None = None
         self._map: mmap.mmap | None = None
         self.rx: Ring | None = None
         self.tx: Ring | None = None
         self.rx_blocks: BlockRing | None = None
+        #: the broker's id of this socket when efvid made it (else None)
+        self.broker_id: int | None = None
+        rx_geo, tx_geo = self._geometry(rx_slots, rx_frame, tx_slots, tx_frame, blocks)
+        if configured is not None:
+            self.sock = configured
+            try:
+                self._map_rings(rx_geo, tx_geo, blocks)
+            except BaseException:
+                self.close()
+                raise
+            return
         try:
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         except PermissionError:
@@ -347,45 +368,15 @@ class PacketSocket:
                 s.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
             if hw_timestamps:
                 s.setsockopt(SOL_PACKET, PACKET_TIMESTAMP, SOF_TIMESTAMPING_RAW_HARDWARE)
-            total = 0
-            rx_geo = tx_geo = None
-            if blocks:
-                bs, bn, tov = blocks
-                fs = 2048
-                while fs < V3_MAC_OFFSET + rx_frame:
-                    fs <<= 1
-                bs = max(bs, fs)
-                rx_geo = (bs, bn, fs, bs // fs * bn)
-                total += self._set_ring(PACKET_RX_RING, rx_geo, tov)
-            elif rx_slots:
-                rx_geo = ring_geometry(RX_MAC_OFFSET + rx_frame, rx_slots)
-                total += self._set_ring(PACKET_RX_RING, rx_geo)
-            if tx_slots:
-                tx_geo = ring_geometry((V3_TX_DATA_OFFSET if blocks else TX_DATA_OFFSET)
-                                       + tx_frame, tx_slots)
-                total += self._set_ring(PACKET_TX_RING, tx_geo, 0 if blocks else None)
-            if total:
-                try:
-                    self._map = mmap.mmap(s.fileno(), total, mmap.MAP_SHARED,
-                                          mmap.PROT_READ | mmap.PROT_WRITE)
-                except OSError as exc:
-                    raise SetupError(f"cannot map a {total}-byte packet ring: {exc.strerror}",
-                                     errno=exc.errno or errno.ENOMEM,
-                                     hint="ask for a smaller ring (packet:IF?ring=N)") from None
-                mem = np.frombuffer(self._map, dtype=np.uint8)
-                off = 0
-                if blocks and rx_geo is not None:
-                    n = rx_geo[0] * rx_geo[1]
-                    self.rx_blocks = BlockRing(mem[:n], rx_geo[1], rx_geo[0], blocks[2])
-                    off = n
-                elif rx_geo is not None:
-                    n = rx_geo[2] * rx_geo[3]
-                    self.rx = Ring.over(mem[:n], rx_geo[3], rx_geo[2])
-                    off = n
-                if tx_geo is not None:
-                    n = tx_geo[2] * tx_geo[3]
-                    over = Ring.over_v3_tx if blocks else Ring.over
-                    self.tx = over(mem[off:off + n], tx_geo[3], tx_geo[2])
+            if rx_geo is not None:
+                self._set_ring(PACKET_RX_RING, rx_geo, blocks[2] if blocks else None)
+            if tx_geo is not None:
+                self._set_ring(PACKET_TX_RING, tx_geo, 0 if blocks else None)
+            if not unmapped:
+                self._map_rings(rx_geo, tx_geo, blocks)
+            if locked_filter is not None:
+                attach_filter(s, locked_filter)
+                s.setsockopt(socket.SOL_SOCKET, SO_LOCK_FILTER, 1)
             try:
                 s.bind((ifname, ETH_P_ALL if rx_slots or blocks else 0))
             except OSError as exc:
@@ -395,6 +386,56 @@ class PacketSocket:
         except BaseException:
             self.close()
             raise
+
+    @staticmethod
+    def _geometry(rx_slots: int, rx_frame: int, tx_slots: int, tx_frame: int,
+                  blocks: tuple[int, int, int] | None
+                  ) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]:
+        """(RX, TX) ring geometry (block size, blocks, frame size, frames) or None."""
+        rx_geo = tx_geo = None
+        if blocks:
+            bs, bn, _ = blocks
+            fs = 2048
+            while fs < V3_MAC_OFFSET + rx_frame:
+                fs <<= 1
+            bs = max(bs, fs)
+            rx_geo = (bs, bn, fs, bs // fs * bn)
+        elif rx_slots:
+            rx_geo = ring_geometry(RX_MAC_OFFSET + rx_frame, rx_slots)
+        if tx_slots:
+            tx_geo = ring_geometry((V3_TX_DATA_OFFSET if blocks else TX_DATA_OFFSET)
+                                   + tx_frame, tx_slots)
+        return rx_geo, tx_geo
+
+    def _map_rings(self, rx_geo: tuple[int, int, int, int] | None,
+                   tx_geo: tuple[int, int, int, int] | None,
+                   blocks: tuple[int, int, int] | None) -> None:
+        """mmap the RX and TX rings set on the socket (needs no privilege)."""
+        assert self.sock is not None
+        total = sum(g[0] * g[1] for g in (rx_geo, tx_geo) if g is not None)
+        if not total:
+            return
+        try:
+            self._map = mmap.mmap(self.sock.fileno(), total, mmap.MAP_SHARED,
+                                  mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as exc:
+            raise SetupError(f"cannot map a {total}-byte packet ring: {exc.strerror}",
+                             errno=exc.errno or errno.ENOMEM,
+                             hint="ask for a smaller ring (packet:IF?ring=N)") from None
+        mem = np.frombuffer(self._map, dtype=np.uint8)
+        off = 0
+        if blocks and rx_geo is not None:
+            n = rx_geo[0] * rx_geo[1]
+            self.rx_blocks = BlockRing(mem[:n], rx_geo[1], rx_geo[0], blocks[2])
+            off = n
+        elif rx_geo is not None:
+            n = rx_geo[2] * rx_geo[3]
+            self.rx = Ring.over(mem[:n], rx_geo[3], rx_geo[2])
+            off = n
+        if tx_geo is not None:
+            n = tx_geo[2] * tx_geo[3]
+            over = Ring.over_v3_tx if blocks else Ring.over
+            self.tx = over(mem[off:off + n], tx_geo[3], tx_geo[2])
 
     def _set_ring(self, opt: int, geo: tuple[int, int, int, int],
                   v3_tov: int | None = None) -> int:
@@ -454,6 +495,16 @@ class PacketSocket:
 
     def fileno(self) -> int:
         return self.sock.fileno() if self.sock is not None else -1
+
+    def ready_frames(self) -> int:
+        """Frames the kernel has put in the RX ring and nobody has taken (control path:
+        one numpy pass over the slot or block headers)."""
+        if self.rx is not None:
+            return int(np.count_nonzero(self.rx.status & TP_STATUS_USER))
+        if self.rx_blocks is not None:
+            b = self.rx_blocks
+            return int(b.num_pkts[(b.status & TP_STATUS_USER) != 0].sum())
+        return 0
 
     def close(self) -> None:
         """Unmap and close (idempotent)."""

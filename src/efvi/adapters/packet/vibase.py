@@ -15,6 +15,7 @@ from efvi.adapters.base import HwVI
 from efvi.adapters.packet.filter_prog import MISMATCH_KINDS, compile_filters
 from efvi.adapters.packet.ring import V3_MIN_STRIDE, Frames, PacketSocket
 from efvi.constants import EF_VI_RX_EVENT_MERGE, PKT_BUF_SIZE
+from efvi.errors import SetupError
 from efvi.events import event_array
 from efvi.filters import FilterKind, FilterSpec
 
@@ -46,9 +47,15 @@ class PacketVIBase(HwVI):
                                                    and bool(flags & EF_VI_RX_EVENT_MERGE)))
         blocks = _block_geometry(rxq, slots * 2048 if a.ring_slots else 4 << 20,
                                  a.retire_ms) if v3 else None
-        self._s = PacketSocket(a.iface, slots if rxq else 0, a.snaplen, txq, a.max_frame + 4,
-                               qdisc_bypass=a.qdisc_bypass, hw_timestamps=a.hw_ts,
-                               reject_all=compile_filters([]), blocks=blocks)
+        self._geo = dict(rx_slots=slots if rxq else 0, rx_frame=a.snaplen, tx_slots=txq,
+                         tx_frame=a.max_frame + 4, blocks=blocks)
+        if a.broker is not None:
+            self._s = a.broker.socket([], **self._geo)  # type: ignore[arg-type]
+        else:
+            self._s = PacketSocket(a.iface, slots if rxq else 0, a.snaplen, txq,
+                                   a.max_frame + 4, qdisc_bypass=a.qdisc_bypass,
+                                   hw_timestamps=a.hw_ts, reject_all=compile_filters([]),
+                                   blocks=blocks)
         self._rx = self._s.rx
         self._blocks = self._s.rx_blocks
         self._tx = self._s.tx
@@ -88,6 +95,14 @@ class PacketVIBase(HwVI):
         if self.closed or (self._rx is None and self._blocks is None):
             return
         a = self.adapter
+        if a.broker is not None:
+            if any(s.kind in MISMATCH_KINDS for s in self.specs):
+                from efvi.errors import UnsupportedError
+                raise UnsupportedError("mismatch filters need every VI's filters on the "
+                                       "interface: not available through efvid; run as root")
+            self._swap_socket(a.broker.socket(self.specs, replaces=self._s,
+                                              **self._geo))  # type: ignore[arg-type]
+            return
         others = a._others_for(self) if any(s.kind in MISMATCH_KINDS
                                             for s in self.specs) else []
         prog = compile_filters(self.specs, others=others, snaplen=a.snaplen,
@@ -96,6 +111,26 @@ class PacketVIBase(HwVI):
                                         s.kind == FilterKind.MULTICAST_MISMATCH
                                         for s in self.specs) else ())
         self._s.set_filter(prog)
+
+    def _swap_socket(self, new: PacketSocket) -> None:
+        """Switch to a socket with a new (locked) filter from efvid. Frames waiting in
+        the old ring are counted in ``rx_swap_drops``; TX in flight must have completed
+        (SetupError otherwise: poll until the TX events came back)."""
+        if self._c_head != self._c_tail:
+            new.close()
+            raise SetupError("cannot change this VI's filters through efvid while it has "
+                             "TX in flight", errno=errno.EBUSY,
+                             hint="poll until its TX events came back, then retry")
+        old = self._s
+        self.c["rx_swap_drops"] = self.c.get("rx_swap_drops", 0) + old.ready_frames()
+        if self.fanout is not None:
+            new.join_fanout(self.fanout)
+        self._poller.unregister(old.fileno())
+        self._s, self._rx, self._blocks, self._tx = new, new.rx, new.rx_blocks, new.tx
+        self._cur, self._bfr, self._bpos = 0, None, 0
+        self._slot_next = 0
+        self._poller.register(new.fileno(), select.POLLIN)
+        old.close()
 
     def join_fanout(self, gid: int) -> None:
         if self.fanout is not None:
