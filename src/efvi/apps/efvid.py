@@ -227,6 +227,7 @@ class Broker:
 
     def _reply_error(self, sess: Session, rid: int, exc: EfviError) -> None:
         msg = getattr(exc, "message", str(exc))
+        log.warning("refuse %s: %s", sess.caller, msg)
         body = {"id": rid, "ok": False, "error": msg,
                 "errno": getattr(exc, "errno", 0) or _errno.EPERM,
                 "hint": getattr(exc, "hint", "")}
