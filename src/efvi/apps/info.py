@@ -110,4 +110,24 @@ def report(ifname: str | None = None, *, with_packet: bool = True) -> dict[str, 
     Raises SetupError (ENODEV) when ``ifname`` does not exist."""
     links = [netutil.link_info(ifname)] if ifname else netutil.links()
     sim = _adapter_caps("sim")
-    return {"interfaces": [describe(li, with_packet=with_packet) for li in links], "sim": sim}
+    return {"interfaces": [describe(li, with_packet=with_packet) for li in links], "sim": sim,
+            "access": access()}
+
+
+def access() -> dict[str, Any]:
+    """How this process reaches the kernel adapters: ``direct`` (it holds the
+    capabilities) or ``broker`` (through efvid: its socket, and whether it answers)."""
+    import socket as _socket
+
+    from efvi.broker.client import socket_path, use_broker
+
+    path = socket_path()
+    try:
+        with _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET) as s:
+            s.connect(path)
+        running = True
+    except OSError:
+        running = False
+    return {"xdp": "broker" if use_broker("xdp", "auto") else "direct",
+            "packet": "broker" if use_broker("packet", "auto") else "direct",
+            "broker_socket": path, "broker_running": running}

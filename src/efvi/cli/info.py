@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         for d in rep["interfaces"]:
             _print(d)
         print("sim: always available (steal sniff pio vi_sets; virtual clock)")
+        acc = rep["access"]
+        state = "running" if acc["broker_running"] else "not running"
+        print(f"access: xdp {acc['xdp']}, packet {acc['packet']} (efvid at "
+              f"{acc['broker_socket']}: {state})")
     return EXIT_OK
 
 
