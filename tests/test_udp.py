@@ -226,3 +226,20 @@ def test_latency_plot_without_matplotlib_says_how(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(__import__('sys').modules, "matplotlib", None)
     assert main(["latency", "ping", "sim", "-n", "10", "--plot", "x.png"]) == 2
     assert "pip install 'efvi[plot]'" in capsys.readouterr().err
+
+
+def test_latency_ping_stops_on_sigint_with_a_summary() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.Popen([sys.executable, "-m", "efvi.cli.main", "latency", "ping",
+                          "sim:sigint", "-n", "100000000", "--warm", "0"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    assert "mean round-trip time:" in out

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections import deque
 import struct
 import time
 from collections.abc import Callable
@@ -136,6 +137,8 @@ class EfviSide:
                                        else time.perf_counter_ns)
         self.unsent = 0
         self.lost = 0
+        #: RX frames taken by a poll() (reap, or an event poll_rx1 left): (id, ofs, len, ts)
+        self._held: deque[tuple[int, int, int, int]] = deque()
 
     # -- frames --
     def stage(self, t: _TxTemplate, paylen: int) -> tuple[int, int]:
@@ -173,21 +176,33 @@ class EfviSide:
 
     # -- the loop's pieces --
     def reap(self) -> None:
-        """Take every waiting event: TX completions (ring slots back), RX frames other
-        than the one in flight (reposted). Off the critical path."""
+        """Take every waiting event: TX completions give their ring slots back; an RX
+        frame found here (the next ping may already be in) is kept for
+        :meth:`wait_rx`, never dropped. Off the critical path."""
         vi = self.vi
         b = vi.poll()
         if len(b):
-            for t, _s, _f, _q, _o, rq, _l, _ts in b.records.tolist():
-                if t == _TX or t == _TXERR:
-                    vi._unbundle_to(rq)
-                elif t == _RX or t == 2:
-                    vi.receive_post(self.st.base + rq * PKT_BUF_SIZE, rq)
+            for t, _s, fl, _q, o, rq, ln, ts in b.records.tolist():
+                self._other(t, fl, o, rq, ln, ts)
+
+    def _other(self, t: int, fl: int, o: int, rq: int, ln: int, ts: int) -> None:
+        if t == _TX or t == _TXERR:
+            self.vi._unbundle_to(rq)
+        elif t == _RX and not fl & 2:
+            self._held.append((rq, o, ln, ts))
+        elif t == _RX or t == 2:  # a chain piece or a discard: not a ping
+            self.vi.receive_post(self.st.base + rq * PKT_BUF_SIZE, rq)
 
     def wait_rx(self, deadline_ns: int, idle: Callable[[], object] | None) -> int:
         """Poll until a whole-frame RX arrives (its id, ``vi.rx1`` set) or the
         deadline passes (-1). Busy by default; ``block`` sleeps in the adapter's wait."""
         vi = self.vi
+        held = self._held
+        if held:  # frames reap()/_take_other() found first, in arrival order
+            i, o, ln, ts = held.popleft()
+            rx1 = vi.rx1
+            rx1[0], rx1[1], rx1[2] = o, ln, ts
+            return i
         poll1 = vi.poll_rx1
         block = self.cfg.block
         spins = 0
@@ -214,14 +229,12 @@ class EfviSide:
         vi = self.vi
         b = vi.poll(1)
         for t, _s, fl, _q, o, rq, ln, ts in b.records.tolist():
-            if t == _TX or t == _TXERR:
-                vi._unbundle_to(rq)
-            elif t == _RX and not fl & 2:
-                rx1 = vi.rx1
-                rx1[0], rx1[1], rx1[2] = o, ln, ts
-                return int(rq)
-            elif t == _RX or t == 2:
-                vi.receive_post(self.st.base + rq * PKT_BUF_SIZE, rq)
+            self._other(t, fl, o, rq, ln, ts)
+        if self._held:
+            i, o, ln, ts = self._held.popleft()
+            rx1 = vi.rx1
+            rx1[0], rx1[1], rx1[2] = o, ln, ts
+            return i
         return -1
 
     def close(self) -> None:
@@ -304,7 +317,10 @@ class EfviPonger:
         """Answer what is waiting, without waiting (the in-process sim peer's turn)."""
         side = self.side
         while True:
-            i = side.vi.poll_rx1()
+            if side._held:
+                i = side.wait_rx(0, None)
+            else:
+                i = side.vi.poll_rx1()
             if i == -2:
                 i = side._take_other()
             if i < 0:
@@ -328,6 +344,8 @@ class EfviPonger:
                 continue
             self.answer(i)
             last = side.now()
+            if not self.served & 1023 and stop is not None and stop[0]:
+                break
         return self.served
 
 
@@ -431,6 +449,8 @@ class KernelSide:
             sendto(data, src)
             served += 1
             last = time.perf_counter_ns()
+            if not served & 1023 and stop is not None and stop[0]:
+                break
         return served
 
     def close(self) -> None:
