@@ -243,3 +243,13 @@ def test_latency_ping_stops_on_sigint_with_a_summary() -> None:
     out, err = p.communicate(timeout=20)
     assert p.returncode == 0, err
     assert "mean round-trip time:" in out
+
+
+def test_latency_pio_on_sim_sends_from_the_pio_area(capsys: pytest.CaptureFixture[str]) -> None:
+    from efvi.cli.main import main
+    assert main(["latency", "ping", f"sim:pio{next(_n)}", "-n", "200", "--warm", "5",
+                 "-s", "32", "--pio", "--json"]) == 0
+    import json
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["tx_mode"] == "pio" and obj["results"][0]["n"] == 200
+    assert obj["results"][0]["50%"] > 0

@@ -49,8 +49,8 @@ class RxPath(PacketVIBase):
         r = self._rx
         if r is None or self.closed:
             return -1
-        if self._np > self._ph:
-            return -2
+        if self._np > self._ph or self._blocks is not None:
+            return -2  # events pending, or a TPACKET_V3 ring: harvest
         cur = self._cur
         st = int(r.status[cur])
         if not st & ring.TP_STATUS_USER:
