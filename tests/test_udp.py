@@ -236,7 +236,7 @@ def test_latency_ping_stops_on_sigint_with_a_summary() -> None:
     import time
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     p = subprocess.Popen([sys.executable, "-m", "efvi.cli.main", "latency", "ping",
-                          "sim:sigint", "-n", "100000000", "--warm", "0"], env=env,
+                          "sim:sigint", "-n", "10000000", "--warm", "0"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2.0)
     p.send_signal(signal.SIGINT)
