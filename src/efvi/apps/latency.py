@@ -504,7 +504,7 @@ def _sim_peer(url: str, peer_ip: str | None) -> tuple[str, str | None, str]:
     if "wire" not in opts:
         url += ("&" if "?" in url else "?") + f"wire={wire}"
     if "ip" not in opts:
-        url += f"&ip=198.18.254.1"
+        url += "&ip=198.18.254.1"
     pip = peer_ip or "198.18.254.2"
     clock = f"&clock={opts['clock']}" if "clock" in opts else ""
     return url, f"sim:{iface or 'sim0'}-pong?wire={wire}&ip={pip}{clock}", pip

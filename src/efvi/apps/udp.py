@@ -392,7 +392,7 @@ class UdpStack:
             self.counters["rx_not_udp_drops"] += 1
             self._rx_free.append(i)
             return
-        vihl, tot, frag, proto, src, dst = _IP4.unpack_from(mv, b + 14)
+        vihl, _tot, frag, proto, src, dst = _IP4.unpack_from(mv, b + 14)
         hl = (vihl & 0xF) * 4
         if proto != 17 or frag & 0x3FFF or vihl >> 4 != 4 or hl < 20:
             self.counters["rx_not_udp_drops"] += 1
@@ -461,7 +461,7 @@ class UdpStack:
         if len(frame) < _HDR or frame[12:14] != b"\x08\x00":
             self.counters["rx_not_udp_drops"] += 1
             return
-        vihl, tot, frag, proto, src, dst = _IP4.unpack_from(frame, 14)
+        vihl, _tot, frag, proto, src, dst = _IP4.unpack_from(frame, 14)
         hl = (vihl & 0xF) * 4
         if proto != 17 or frag & 0x3FFF:
             self.counters["rx_not_udp_drops"] += 1
