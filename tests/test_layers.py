@@ -47,6 +47,7 @@ LAYERS: dict[str, str] = {
     "efvi.adapters": "adapters",
     "efvi.filters": "model",     # the vocabulary core and adapters share (ef_vi's headers):
     "efvi.events": "model",      # filter specs, event records and codes
+    "efvi.broker": "model",      # efvid's protocol, policy and client (adapters use it)
     "efvi.wire": "support",
     "efvi.pcap": "support",
     "efvi.bpf": "support",

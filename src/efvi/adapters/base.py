@@ -159,10 +159,18 @@ class RegisteredRegion(Protocol):
     #: the region's bytes, as numpy and as a memoryview
     buf: npt.NDArray[np.uint8]
     mv: memoryview
+    #: a sealed memfd backing the bytes when the adapter asked for ``shared_memory``
+    #: (efvid registers it for an unprivileged process), else None
+    memfd: int | None
 
     @property
     def address(self) -> int:
         """Virtual address of the first byte."""
+        ...
+
+    @property
+    def headroom_address(self) -> int:
+        """Virtual address of the headroom below the region (0 if none)."""
         ...
 
     @property

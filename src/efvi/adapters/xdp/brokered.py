@@ -30,7 +30,7 @@ from efvi.errors import SetupError
 
 if TYPE_CHECKING:
     from efvi.filters import FilterSpec
-    from efvi.memory import MemoryRegion
+    from efvi.adapters.base import RegisteredRegion
 
 
 class BrokeredProgram:
@@ -60,7 +60,7 @@ class BrokeredProgram:
         self._umems: dict[int, int] = {}  # id(region mapping) -> broker UMEM id
 
     # ---- memory and sockets ------------------------------------------------------------
-    def register_umem(self, region: "MemoryRegion", umem_addr: int, umem_len: int) -> int:
+    def register_umem(self, region: "RegisteredRegion", umem_addr: int, umem_len: int) -> int:
         """Send the region's memfd; the broker maps and later registers it."""
         fd = region.memfd
         if fd is None:
