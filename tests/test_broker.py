@@ -207,6 +207,9 @@ def test_use_broker_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EFVI_BROKER", raising=False)
     assert use_broker("xdp", "1") and not use_broker("xdp", "0")
     monkeypatch.setattr("efvi.broker.client.effective_caps", lambda: 0)
+    monkeypatch.setenv("EFVI_BROKER_SOCKET", "/nonexistent/efvid.sock")
+    assert not use_broker("xdp", "auto")  # no broker: the direct path's EPERM says so
+    monkeypatch.setenv("EFVI_BROKER_SOCKET", __file__)  # something exists there
     assert use_broker("xdp", "auto") and use_broker("packet", None)
     monkeypatch.setattr("efvi.broker.client.effective_caps", lambda: (1 << 41) - 1)
     assert not use_broker("xdp", "auto")

@@ -168,12 +168,21 @@ def test_without_a_grant_or_broker(broker: Broker) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+    # asked for the broker, none running: the error says how to start it
     r = broker.pair.b.run(*AS_NOBODY, sys.executable, "-m", "efvi.cli.main", "sink", "-n",
-                          "1", f"xdp:{broker.pair.b.ifname}", f"udp:{broker.pair.b.ip}:5000",
+                          "1", f"xdp:{broker.pair.b.ifname}?broker=1",
+                          f"udp:{broker.pair.b.ip}:5000",
                           env=dict(ENV, EFVI_BROKER_SOCKET="/nonexistent/efvid.sock"),
                           check=False)
     assert r.returncode == 1 and "efvid is not running" in r.stderr
     assert "systemctl enable --now efvid" in r.stderr
+    # automatic, no broker socket: the direct path's own EPERM, naming efvid as a way out
+    r = broker.pair.b.run(*AS_NOBODY, sys.executable, "-m", "efvi.cli.main", "sink", "-n",
+                          "1", f"packet:{broker.pair.b.ifname}",
+                          f"udp:{broker.pair.b.ip}:5000,sniff",
+                          env=dict(ENV, EFVI_BROKER_SOCKET="/nonexistent/efvid.sock"),
+                          check=False)
+    assert r.returncode == 1 and "CAP_NET_RAW" in r.stderr and "efvid" in r.stderr, r.stderr
 
 
 def test_killed_client_leaves_nothing_attached(broker: Broker) -> None:

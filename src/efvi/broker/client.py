@@ -51,8 +51,9 @@ def use_broker(adapter: str, option: str | bool | None) -> bool:
 
     ``option`` is the URL's ``broker=`` value: True/"1" always, False/"0" never,
     None/"auto" when this process lacks a capability the direct path needs (sys_admin
-    stands in for bpf/perfmon on old kernels) — then a missing broker is an error
-    naming how to start it."""
+    stands in for bpf/perfmon on old kernels) *and* a broker socket exists — without
+    one the direct path runs and fails with its own EPERM, whose hint names efvid. When
+    the broker is asked for (``1``) and not running, the error says how to start it."""
     env = os.environ.get("EFVI_BROKER", "").lower()
     if option in (None, "auto", ""):
         if env in ("1", "yes", "on", "true"):
@@ -67,7 +68,7 @@ def use_broker(adapter: str, option: str | bool | None) -> bool:
                 continue
             if c in (CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK) and have_admin:
                 continue
-            return True
+            return os.path.exists(socket_path())
         return False
     return option in (True, "1", "true", "yes", "on")
 

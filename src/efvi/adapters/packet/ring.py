@@ -351,9 +351,9 @@ class PacketSocket:
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         except PermissionError:
             raise SetupError("cannot open an AF_PACKET socket", errno=errno.EPERM,
-                             hint="needs CAP_NET_RAW: run as root, or grant it with "
-                                  "`setcap cap_net_raw,cap_net_admin+ep` on the python "
-                                  "binary") from None
+                             hint="needs CAP_NET_RAW: run as root, grant it (`setcap "
+                                  "cap_net_raw,cap_net_admin+ep` on the python binary), or "
+                                  "start the broker: systemctl enable --now efvid") from None
         s = self.sock
         try:
             if reject_all is not None:
