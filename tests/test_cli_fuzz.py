@@ -184,8 +184,9 @@ def _cases() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("cmd,flag", _cases())
 def test_every_flag_takes_any_value_without_a_traceback(
         cmd: str, flag: str, tiny_pcap: str, tmp_path: Path,
-        capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+        capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     capsys = capsysbinary
+    monkeypatch.chdir(tmp_path)  # values used as output names land here, not in the tree
     p = dict(_commands())[cmd]
     target = next(a for a in p._actions if _takes_value(a) and _name(a) == flag)
     good = _good(cmd, tiny_pcap, str(tmp_path / "out.pcapng"))

@@ -107,7 +107,7 @@ def seconds(text: str) -> float:
 
 def path_arg(text: str) -> str:
     """A non-empty path (``-`` for stdin/stdout)."""
-    if not text or "\0" in text:
+    if not text.strip() or "\0" in text:
         raise argparse.ArgumentTypeError(f"{text!r} is not a usable file name")
     return text
 
