@@ -84,7 +84,7 @@ from efvi.adapters.xdp.pd import XdpPD
 from efvi.adapters.xdp.program import MAX_QUEUES
 from efvi.adapters.xdp.vi import XdpVI
 from efvi.broker.client import use_broker
-from efvi.errors import SetupError
+from efvi.errors import SetupError, UnsupportedError
 from efvi.filters import FilterKind
 from efvi.netutil import NetnsHandle
 
@@ -166,6 +166,12 @@ class XdpAdapter(Adapter):
                                                         options.get("ts", "auto").lower(),
                                                         frags=self.sg and self.sg_ok)
             self._ts_hw_rx = _driver_hw_rx(iface)
+            if options.get("ts", "auto").lower() == "hw" and not self._ts_hw_rx:
+                self.program.release()
+                raise UnsupportedError(
+                    f"{iface} gives no raw hardware RX timestamps (see `ethtool -T {iface}`): "
+                    f"xdp:{iface}?ts=hw refuses rather than stamping in software; use ts=auto "
+                    "or ts=sw, or a NIC with a PTP clock")
         except BaseException:
             self.netns.close()
             raise

@@ -85,6 +85,16 @@ atexit.register(_detach_all_netlink)
 
 
 # ---- the program --------------------------------------------------------------------------
+def detach_command(ifname: str, attached: str) -> str:
+    """The ``ip link`` command that removes an XDP program attached in ``attached`` mode
+    (``xdp off`` only removes a native one; a generic one needs ``xdpgeneric off``)."""
+    word = {"skb": "xdpgeneric", "drv": "xdpdrv", "hw": "xdpoffload"}.get(attached)
+    if word is None:  # several at once, or unknown: remove each kind
+        return "; ".join(f"ip link set dev {ifname} {w} off"
+                         for w in ("xdpgeneric", "xdpdrv", "xdpoffload"))
+    return f"ip link set dev {ifname} {word} off"
+
+
 class InterfaceProgram:
     """The filter-table program of one interface in this process (see module doc)."""
 
@@ -178,7 +188,7 @@ class InterfaceProgram:
             raise SetupError(
                 f"{self.ifname} already has XDP program {name!r} (id {li.xdp_prog_id}, "
                 f"{li.xdp_attached} mode) that efvi did not attach", errno=_errno.EBUSY,
-                hint=f"detach it (ip link set dev {self.ifname} xdp off) or open "
+                hint=f"detach it ({detach_command(self.ifname, li.xdp_attached)}) or open "
                      f"xdp:{self.ifname}?force=1 to replace it")
         try:
             xnl.detach(self.ifindex, li.xdp_attached)
@@ -384,7 +394,21 @@ class InterfaceProgram:
     def insert(self, key: bytes, bit: int, target: int, multicast: bool,
                spec: object = None) -> None:
         """Add a filter-table entry (``spec`` is for the broker proxy's policy check)."""
-        bpf.map_update(self.fds["ftable"], key, struct.pack("<I", target), bpf.BPF_NOEXIST)
+        if len(self.filters) >= FTABLE_SIZE:
+            raise SetupError(
+                f"the xdp filter table of {self.ifname} is full: it holds {FTABLE_SIZE} "
+                "filters per interface", errno=_errno.ENOSPC,
+                hint="delete filters you no longer need, or cover many flows with one wider "
+                     "filter (eth:MAC, ipproto:, unicast-all)")
+        try:
+            bpf.map_update(self.fds["ftable"], key, struct.pack("<I", target),
+                           bpf.BPF_NOEXIST)
+        except SetupError as exc:
+            if exc.errno != _errno.E2BIG:
+                raise
+            raise SetupError(
+                f"the xdp filter table of {self.ifname} is full ({FTABLE_SIZE} entries)",
+                errno=_errno.ENOSPC, hint="delete filters, or use one wider filter") from None
         self.filters[key] = (target, multicast)
         self.presence[bit] = self.presence.get(bit, 0) + 1
         self._write_presence()
