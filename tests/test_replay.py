@@ -264,3 +264,17 @@ def test_a_long_recorded_gap_does_not_delay_a_stop(tmp_path: Path) -> None:
     st = replay("sim", [str(cap)], stop=stop)
     assert time.monotonic() - t < 5
     assert st.successful == 1 and st.attempted == 1
+
+
+def test_stdin_plays_and_loops(tmp_path: Path) -> None:
+    frames = [f for f, what in odd_frames() if what == "ok"]
+    cap = tmp_path / "in.pcap"
+    write_pcap(cap, frames)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent / "src"))
+    with open(cap, "rb") as f:
+        r = subprocess.run([sys.executable, "-m", "efvi.cli.main", "replay", "-i", "sim", "-t",
+                            "-l", "3", "--json", "-"], stdin=f, capture_output=True, text=True,
+                           env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["packets"] == 3 * len(frames) and res["loops_done"] == 3

@@ -655,7 +655,9 @@ def check_files(paths: Sequence[str]) -> None:
     """Open each file and read its header (control path): a missing file, an unknown
     format or a non-Ethernet link type fails here, before anything is sent."""
     for p in paths:
-        if p != "-" and not os.path.exists(p):
+        if p == "-":
+            continue  # stdin can be read once only: checked as it is read
+        if not os.path.exists(p):
             raise SetupError(f"{p}: no such file", errno=errno.ENOENT,
                              hint="give the path of a pcap or pcapng file")
         with open_capture(p) as r:
@@ -772,8 +774,9 @@ def replay(url: str, files: Sequence[str], *, pacing: Pacing | None = None, loop
     """
     pacing = pacing or Pacing()
     check_files(files)
-    if loops != 1 and not preload and "-" not in files and \
-            sum(os.path.getsize(f) for f in files) <= AUTO_PRELOAD_BYTES:
+    if loops != 1 and not preload and ("-" in files or  # stdin can be read only once
+                                       sum(os.path.getsize(f) for f in files)
+                                       <= AUTO_PRELOAD_BYTES):
         preload = True
     own = sender is None
     snd = sender or ReplaySender(url, dmac=dmac, smac=smac, fixcsum=fixcsum)

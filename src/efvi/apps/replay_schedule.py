@@ -152,6 +152,7 @@ class Scheduler:
         self._seg_bytes = 0     # their bytes (mbps)
         self._seg_ts0: int | None = None  # first timestamp of the segment (original)
         self._last = 0          # last deadline given
+        self._pass_start = 0    # records scheduled before the current pass
         self._period = 1e9 / self.pacing.pps if self.pacing.pps > 0 else 0.0
         self._ns_per_byte = 8000.0 / self.pacing.mbps if self.pacing.mbps > 0 else 0.0
         self._scale = 1.0 / self.pacing.multiplier
@@ -244,9 +245,10 @@ class Scheduler:
         if self.done or (self.loops and self.pass_index >= self.loops):
             self.done = True
             return False
-        if self.scheduled == 0 and self.pass_index > 0:
-            self.done = True  # a pass of empty files: looping forever would spin
-            return False
+        if self.scheduled == self._pass_start:
+            self.done = True  # a pass that gave nothing (empty files, a spent stdin):
+            return False      # looping on would spin
+        self._pass_start = self.scheduled
         if self.pacing.timed:
             self._base = self._last = self._last + self.loopdelay_ns
         return True
