@@ -253,3 +253,26 @@ def test_latency_pio_on_sim_sends_from_the_pio_area(capsys: pytest.CaptureFixtur
     obj = json.loads(capsys.readouterr().out)
     assert obj["tx_mode"] == "pio" and obj["results"][0]["n"] == 200
     assert obj["results"][0]["50%"] > 0
+
+
+def test_tx_timestamps_come_back_with_completions(wire: str) -> None:
+    url = f"sim:{wire}a?wire={wire}&ip=198.18.9.1"
+    a = udp.open(url, ("198.18.9.1", 5000), tx_timestamps=True)
+    b = udp.open(f"sim:{wire}b?wire={wire}&ip=198.18.9.2", ("198.18.9.2", 6000))
+    with a, b:
+        assert a.last_tx_ts_ns == 0
+        stamps = []
+        for k in range(3):
+            a.sendto(b"t%d" % k, ("198.18.9.2", 6000))
+            stamps.append(a.wait_sent())
+            r = b.recv(timeout=1)
+            assert r is not None and bytes(r[0]) == b"t%d" % k
+            assert 0 < stamps[-1] <= r[1], "sent after it arrived?"
+        assert stamps == sorted(set(stamps)), "one stamp per send, increasing"
+        # a plain endpoint on a stack without them: no stamp, and a later opener on
+        # that stack cannot ask for them (one VI is shared)
+        b.sendto(b"x", ("198.18.9.1", 5000))
+        assert b.wait_sent() == 0
+        with pytest.raises(SetupError, match="tx_timestamps=True"):
+            udp.open(f"sim:{wire}b?wire={wire}&ip=198.18.9.2", ("198.18.9.2", 6001),
+                     tx_timestamps=True)

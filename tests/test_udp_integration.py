@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from efvi import SetupError, udp
+from efvi import SetupError, UnsupportedError, udp
 from efvi.testing import netns
 
 from xdp_helpers import no_xdp_left, skip_unless_xdp
@@ -284,3 +284,24 @@ def test_jumbo_datagram_arrives_whole_on_xdp() -> None:
         finally:
             ks.close()
             no_xdp_left(a, b)
+
+
+def test_tx_timestamps_on_packet_and_declared_absent_on_xdp(pair: netns.VethPair) -> None:
+    """packet: each send's SO_TIMESTAMPING stamp (error queue) comes back with its TX
+    completion, between the clock readings around it; xdp (veth: no AF_XDP TX
+    metadata) refuses the flag as declared."""
+    a, b = pair.a, pair.b
+    ks = _ksock(b, 7002)
+    with _open(a, f"packet:{a.ifname}", (a.ip, 5002), tx_timestamps=True) as ep:
+        for k in range(10):
+            t0 = time.time_ns()
+            assert ep.sendto(b"ts-%d" % k, (b.ip, 7002)) == 4
+            ts = ep.wait_sent(timeout=5)
+            t1 = time.time_ns()
+            assert t0 <= ts <= t1, (t0, ts, t1)
+            assert ks.recvfrom(64)[0] == b"ts-%d" % k
+        st = ep.stats()
+        assert st["tx_timestamp_missing"] == 0 and st["drops"] == 0
+    with pytest.raises(UnsupportedError, match="no tx timestamps; use the sim or packet"):
+        _open(a, f"xdp:{a.ifname}", (a.ip, 5003), tx_timestamps=True)
+    ks.close()

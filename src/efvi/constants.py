@@ -37,3 +37,6 @@ MAX_TX_FRAME = 9216 + 8
 #: batches for throughput. On ``packet`` it selects a TPACKET_V3 block ring (one
 #: wake-up per block); elsewhere it changes nothing. Events stay one per frame.
 EF_VI_RX_EVENT_MERGE = 0x200000
+#: VI flag (``EF_VI_TX_TIMESTAMPS``): TX completions carry the frame's transmit
+#: time (``ts_ns``), one TX event per frame (ef_vi's ``TX_WITH_TIMESTAMP``).
+EF_VI_TX_TIMESTAMPS = 0x20000

@@ -71,7 +71,8 @@ class ViFlags(IntFlag):
     DEFAULT = 0
     #: RX events carry ``ts_ns`` (every adapter stamps RX; ``capabilities.rx_timestamps``)
     RX_TIMESTAMPS = 0x10000
-    #: TX completions carry ``ts_ns`` (``capabilities.tx_timestamps``: sim)
+    #: TX completions carry ``ts_ns`` (``capabilities.tx_timestamps``: sim; packet,
+    #: from the socket's ``SO_TIMESTAMPING`` error queue, one TX event per frame)
     TX_TIMESTAMPS = 0x20000
     #: the NIC writes into the registered memory directly (``capabilities.zero_copy``)
     RX_ZEROCOPY = 0x4000000
@@ -81,7 +82,7 @@ class ViFlags(IntFlag):
 
 
 _FLAG_CAPS = {ViFlags.RX_TIMESTAMPS: ("rx_timestamps", "sim"),
-              ViFlags.TX_TIMESTAMPS: ("tx_timestamps", "sim"),
+              ViFlags.TX_TIMESTAMPS: ("tx_timestamps", "sim or packet"),
               ViFlags.RX_ZEROCOPY: ("zero_copy", "sim or xdp (zerocopy=1)")}
 
 

@@ -33,6 +33,12 @@ resolved by asking the kernel to ARP — netlink ``NTF_USE`` — when missing); 
 checksum is the template's precomputed sum plus the length, the UDP checksum the
 pseudo-header sum plus one ``int.from_bytes`` over the payload.
 
+TX timestamps: open with ``tx_timestamps=True`` (adapters declaring
+``capabilities.tx_timestamps``: sim, packet — not xdp, whose veth and generic drivers
+have no AF_XDP TX metadata) and each datagram's transmit time comes back with its TX
+completion; :attr:`UdpEndpoint.last_tx_ts_ns` holds the newest one and
+:meth:`UdpEndpoint.wait_sent` pumps until this endpoint's sends have completed.
+
 Multicast: each endpoint keeps a kernel UDP socket bound to its port (so the kernel
 answers nothing with ICMP port-unreachable and no other program takes the port) that
 joins its groups (IGMP) with ``IP_MULTICAST_ALL`` off and a drop-everything socket
@@ -69,7 +75,7 @@ from efvi.events import EventType, RxFlags
 from efvi.filters import FilterSpec
 from efvi.memory import MemoryRegion
 from efvi.netutil import current_netns_inode
-from efvi.vi import FilterCookie, VirtualInterface
+from efvi.vi import FilterCookie, ViFlags, VirtualInterface
 from efvi.wire.checksum import ones_sum
 
 if TYPE_CHECKING:
@@ -192,19 +198,28 @@ class UdpStack:
     _stacks: ClassVar[dict[tuple[str, str, int | None, int], UdpStack]] = {}
 
     @classmethod
-    def get(cls, url: str, *, rx_buffers: int = 1024, tx_buffers: int = 256) -> UdpStack:
+    def get(cls, url: str, *, rx_buffers: int = 1024, tx_buffers: int = 256,
+            tx_timestamps: bool = False) -> UdpStack:
         """The stack of ``url``'s interface and queue in this namespace (options of a
-        later URL are ignored when one exists: the first opener configured it)."""
+        later URL are ignored when one exists: the first opener configured it; asking
+        for ``tx_timestamps`` from a stack opened without them raises SetupError)."""
         scheme, iface, queue, _opts = parse_url(url)
         key = (scheme, iface or "", queue, current_netns_inode())
         st = cls._stacks.get(key)
         if st is None or st.closed:
-            st = cls(url, rx_buffers=rx_buffers, tx_buffers=tx_buffers)
+            st = cls(url, rx_buffers=rx_buffers, tx_buffers=tx_buffers,
+                     tx_timestamps=tx_timestamps)
             st._key = key
             cls._stacks[key] = st
+        elif tx_timestamps and not st.tx_timestamps:
+            raise SetupError(f"the endpoints already open on {url} were opened without "
+                             "TX timestamps (they share one VI)", errno=errno.EBUSY,
+                             hint="open the first endpoint on this URL with "
+                                  "tx_timestamps=True")
         return st
 
-    def __init__(self, url: str, *, rx_buffers: int = 1024, tx_buffers: int = 256) -> None:
+    def __init__(self, url: str, *, rx_buffers: int = 1024, tx_buffers: int = 256,
+                 tx_timestamps: bool = False) -> None:
         self.url = url
         self._key: tuple[str, str, int | None, int] | None = None
         self.closed = False
@@ -220,7 +235,8 @@ class UdpStack:
             # RX buffers, TX buffers, then one contiguous jumbo TX area (5 buffers)
             self.mr = MemoryRegion(self.pd, (rx_buffers + tx_buffers + _JUMBO_BUFS)
                                    * PKT_BUF_SIZE)
-            self.vi = VirtualInterface(self.pd, rxq=min(rxq, 4096), txq=min(txq, 4096))
+            self.vi = VirtualInterface(self.pd, rxq=min(rxq, 4096), txq=min(txq, 4096),
+                                       flags=ViFlags.TX_TIMESTAMPS if tx_timestamps else 0)
         except BaseException:
             self.driver.close()
             raise
@@ -245,6 +261,10 @@ class UdpStack:
         self.mtu = self.info.mtu
         self.jumbo_id = rx_buffers + tx_buffers
         self._jumbo_free = True
+        #: TX completions carry each frame's transmit time (ViFlags.TX_TIMESTAMPS)
+        self.tx_timestamps = tx_timestamps
+        #: with TX timestamps: the endpoint that sent from each TX buffer id
+        self.tx_owner: list[UdpEndpoint | None] = [None] * (self.jumbo_id + 1)
         # xdp sends one 2 KiB UMEM chunk per frame
         tx_max = PKT_BUF_SIZE if self.caps.adapter == "xdp" else _JUMBO_BUFS * PKT_BUF_SIZE
         self.max_payload = min(self.mtu - 28, tx_max - _HDR)
@@ -368,6 +388,13 @@ class UdpStack:
                     self.deliver(rq, ofs, ln, ts)
             elif t == _TX or t == _TXERR:
                 for i in self.vi._unbundle_to(rq).tolist():
+                    if self.tx_timestamps:
+                        ep = self.tx_owner[i]
+                        if ep is not None:
+                            self.tx_owner[i] = None
+                            ep._tx_inflight -= 1
+                            if t == _TX and ts:
+                                ep.last_tx_ts_ns = ts
                     if i == self.jumbo_id:
                         self._jumbo_free = True
                     else:
@@ -515,13 +542,16 @@ class UdpEndpoint:
     ``(None, port)`` with ``groups`` (receive only the groups). ``groups``: IPv4
     multicast groups to join. ``remote``: ``(ip, port)`` to connect to (then
     :meth:`send` works and only that peer's datagrams are received). ``dst_mac``:
-    the next hop's MAC when the neighbour table cannot give it.
+    the next hop's MAC when the neighbour table cannot give it. ``tx_timestamps``:
+    stamp every send (see :attr:`last_tx_ts_ns`; the adapter must declare
+    ``capabilities.tx_timestamps``, else UnsupportedError).
     """
 
     def __init__(self, url: str, local: tuple[str | None, int] | int,
                  *, groups: Iterable[str] = (), remote: tuple[str, int] | None = None,
                  dst_mac: bytes | str | None = None, ttl: int = 64,
-                 rx_buffers: int = 1024, tx_buffers: int = 256) -> None:
+                 rx_buffers: int = 1024, tx_buffers: int = 256,
+                 tx_timestamps: bool = False) -> None:
         if isinstance(local, int):
             local = (None, local)
         lip, lport = local
@@ -540,7 +570,12 @@ class UdpEndpoint:
         self._closed = True
         self._dst_mac = dst_mac
         self._ttl = ttl
-        self.stack = UdpStack.get(url, rx_buffers=rx_buffers, tx_buffers=tx_buffers)
+        #: transmit time (int ns, the adapter's clock) of this endpoint's newest send
+        #: whose TX completion has been seen; 0 until then or without tx_timestamps
+        self.last_tx_ts_ns = 0
+        self._tx_inflight = 0
+        self.stack = UdpStack.get(url, rx_buffers=rx_buffers, tx_buffers=tx_buffers,
+                                  tx_timestamps=tx_timestamps)
         st = self.stack
         st.users += 1
         self._ksocks: list[socket.socket] = []
@@ -936,10 +971,31 @@ class UdpEndpoint:
                 st._tx_free.append(i)
             st.counters["tx_no_buffer_drops"] += 1
             return 0
+        if st.tx_timestamps:
+            st.tx_owner[i] = self
+            self._tx_inflight += 1
         if push:
             vi.transmit_push()
         st.counters["tx_datagrams"] += 1
         return n
+
+    def wait_sent(self, timeout: float = 1.0) -> int:
+        """Pump the shared VI until every datagram this endpoint sent has completed (or
+        ``timeout`` s passed); return :attr:`last_tx_ts_ns`. With ``tx_timestamps`` that
+        is the newest send's transmit time; 0 without them or when the kernel gave
+        none. Cost: one pump per round, busy; RX that arrives meanwhile is queued for
+        ``recv`` as usual. Never raises on an open endpoint."""
+        self._check()
+        st = self.stack
+        deadline = time.monotonic() + timeout
+        while True:
+            st.pump()
+            # without timestamps completions are not tracked per endpoint: the whole VI
+            busy = (self._tx_inflight > 0 if st.tx_timestamps
+                    else st.vi.transmit_fill_level() > 0)
+            if not busy or time.monotonic() >= deadline:
+                break
+        return self.last_tx_ts_ns
 
     # ---- stats and lifecycle ------------------------------------------------------------
     def stats(self) -> dict[str, int]:

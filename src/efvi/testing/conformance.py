@@ -355,6 +355,36 @@ class AdapterConformance:
         assert tx.vi.transmit_fill_level() == 0
         assert tx.vi.stats()["tx_packets"] >= 300
 
+    def test_tx_timestamps(self, link: Link) -> None:
+        """With ``ViFlags.TX_TIMESTAMPS`` every sent frame completes with its own TX
+        event whose ``ts_ns`` lies between the clock's readings around the send."""
+        with ProtectionDomain(link.tx) as pd:
+            skip_if_lacking(link.tx.capabilities, "tx_timestamps",
+                            lambda: VirtualInterface(pd, flags=ViFlags.TX_TIMESTAMPS))
+            mr = MemoryRegion(pd, 64 * PKT_BUF_SIZE)
+            vi = VirtualInterface(pd, rxq=0, txq=64, flags=ViFlags.TX_TIMESTAMPS)
+            fs = frames(link, 40, self.port + 2)
+            for i, f in enumerate(fs):
+                mr.mv[i * PKT_BUF_SIZE:i * PKT_BUF_SIZE + len(f)] = f
+            t0 = link.tx.now_ns()
+            for i, f in enumerate(fs):
+                assert vi.transmit(mr.dma_base + i * PKT_BUF_SIZE, len(f), 500 + i) == 0
+            ids: list[int] = []
+            stamps: list[int] = []
+            deadline = time.monotonic() + link.timeout
+            while len(ids) < 40 and time.monotonic() < deadline:
+                for ev in vi.eventq_poll(64):
+                    assert ev.type == EventType.TX
+                    got = vi.transmit_unbundle(ev)
+                    assert len(got) == 1, "a TX event per frame with TX timestamps on"
+                    ids.extend(got)
+                    stamps.append(ev.ts_ns)
+            t1 = link.tx.now_ns()
+            assert ids == [500 + i for i in range(40)]
+            assert all(t0 <= t <= t1 for t in stamps), (t0, stamps[:3], t1)
+            assert stamps == sorted(stamps)
+            assert vi.stats().get("tx_timestamp_missing", 0) == 0
+
     def test_per_packet_receive(self, link: Link, eps: tuple[Endpoint, Endpoint]) -> None:
         tx, rx = eps
         rx.vi.filter_add(spec_for(link, FilterSpec.ip4_local("udp", link.rx_ip, self.port + 2)))

@@ -202,7 +202,7 @@ class PacketAdapter(Adapter):
     def capabilities(self) -> Capabilities:
         return Capabilities(
             adapter="packet", steal=False, sniff=True, zero_copy=False,
-            rx_timestamps=True, tx_timestamps=False, hw_timestamps=self.hw_ts, pio=False,
+            rx_timestamps=True, tx_timestamps=True, hw_timestamps=self.hw_ts, pio=False,
             vi_sets=True, multi_region=True, rx_queues=1, filter_kinds=FILTER_KINDS)
 
     def interface_info(self) -> InterfaceInfo:

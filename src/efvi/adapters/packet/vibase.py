@@ -7,20 +7,37 @@ from __future__ import annotations
 
 import errno
 import select
+import socket
+import struct
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from efvi.adapters.base import HwVI
 from efvi.adapters.packet.filter_prog import MISMATCH_KINDS, compile_filters
 from efvi.adapters.packet.ring import V3_MIN_STRIDE, Frames, PacketSocket
-from efvi.constants import EF_VI_RX_EVENT_MERGE, PKT_BUF_SIZE
+from efvi.constants import EF_VI_RX_EVENT_MERGE, EF_VI_TX_TIMESTAMPS, PKT_BUF_SIZE
 from efvi.errors import SetupError
 from efvi.events import event_array
 from efvi.filters import FilterKind, FilterSpec
 
 if TYPE_CHECKING:
     from efvi.adapters.packet.pd import PacketPD
+
+# SO_TIMESTAMPING (linux/net_tstamp.h, asm-generic/socket.h, linux/errqueue.h)
+SO_TIMESTAMPING = 37
+SCM_TIMESTAMPING = SO_TIMESTAMPING
+SOF_TIMESTAMPING_TX_HARDWARE = 1 << 0
+SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_RAW_HARDWARE = 1 << 6
+SOF_TIMESTAMPING_OPT_ID = 1 << 7
+SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
+SO_EE_ORIGIN_TIMESTAMPING = 4
+SCM_TSTAMP_SND = 0
+_EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
+_TS3 = struct.Struct("=qqqqqq")  # struct scm_timestamping: sw, (legacy), hw
 
 
 class PacketVIBase(HwVI):
@@ -87,8 +104,94 @@ class PacketVIBase(HwVI):
             ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_nodesc_drops",
              "rx_trunc_drops", "rx_nodesc_trunc_drops", "rx_ring_drops", "tx_too_big_drops",
              "rx_kernel_packets", "tx_kick_errors"), 0)
+        # TX timestamps (EF_VI_TX_TIMESTAMPS): SO_TIMESTAMPING stamps from the error
+        # queue, keyed by OPT_ID (the socket's count of frames sent); the TX ring's own
+        # tp_sec/tp_nsec stay empty on veth/lo (skb->tstamp is unset when the slot
+        # comes back), so the error queue is the path that works on every driver
+        self._tx_ts = bool(flags & EF_VI_TX_TIMESTAMPS) and txq > 0
+        self._ts_next = 0  # OPT_ID key of the next frame the ring completes
+        self._ts_key = np.full(ts_, -1, np.int64)  # key whose stamps the slot holds
+        self._ts_sw = np.zeros(ts_, np.int64)
+        self._ts_hw = np.zeros(ts_, np.int64)
+        if self._tx_ts:
+            self.c["tx_timestamp_missing"] = 0
+            self._enable_tx_ts(self._s)
         self._poller = select.poll()
         self._poller.register(self._s.fileno(), select.POLLIN)
+
+    def _enable_tx_ts(self, s: PacketSocket) -> None:
+        """Ask the kernel for a software (and, with ``hw_ts``, hardware) TX stamp of
+        every frame this socket sends, payload-less, keyed by OPT_ID."""
+        assert s.sock is not None
+        want = (SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
+                | SOF_TIMESTAMPING_OPT_ID | SOF_TIMESTAMPING_OPT_TSONLY)
+        if self.adapter.hw_ts:
+            want |= SOF_TIMESTAMPING_TX_HARDWARE | SOF_TIMESTAMPING_RAW_HARDWARE
+        try:
+            s.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, want)
+        except OSError as exc:
+            raise SetupError(f"cannot enable TX timestamps on {self.adapter.iface!r}: "
+                             f"{exc.strerror}", errno=exc.errno or errno.EINVAL,
+                             hint="open the VI without ViFlags.TX_TIMESTAMPS") from None
+        self._ts_next = 0
+        self._ts_key[:] = -1
+
+    def _drain_tx_stamps(self) -> None:
+        """Move every stamp waiting in the socket's error queue into the per-frame
+        table. Cost: one ``recvmsg`` per stamp plus one that finds the queue empty;
+        never raises."""
+        sock = self._s.sock
+        if sock is None:
+            return
+        mask = self._c_mask
+        while True:
+            try:
+                _, anc, _, _ = sock.recvmsg(0, 256, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            except OSError:
+                return
+            sw = hw = 0
+            key = -1
+            for level, typ, data in anc:
+                if level == socket.SOL_SOCKET and typ == SCM_TIMESTAMPING \
+                        and len(data) >= _TS3.size:
+                    s0, n0, _, _, s2, n2 = _TS3.unpack_from(data)
+                    sw = s0 * 1_000_000_000 + n0
+                    hw = s2 * 1_000_000_000 + n2
+                elif len(data) >= _EE.size:
+                    _, origin, _, _, _, info, k = _EE.unpack_from(data)
+                    if origin == SO_EE_ORIGIN_TIMESTAMPING and info == SCM_TSTAMP_SND:
+                        key = k
+            if key < 0:
+                continue
+            # keys are u32; frames in flight span less than the ring, so the low bits
+            # of the running count find the entry
+            full = self._ts_next + ((key - self._ts_next) & 0xFFFFFFFF)
+            i = full & mask
+            if self._ts_key[i] != full:
+                self._ts_key[i] = full
+                self._ts_sw[i] = self._ts_hw[i] = 0
+            if sw:
+                self._ts_sw[i] = sw
+            if hw:
+                self._ts_hw[i] = hw
+
+    def _tx_stamps(self, sent: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+        """The stamp of each completed frame (``sent``: it went to the ring, in order),
+        hardware first, then software, else 0 (counted in ``tx_timestamp_missing``)."""
+        self._drain_tx_stamps()
+        out = np.zeros(sent.shape[0], np.int64)
+        n = int(np.count_nonzero(sent))
+        if n:
+            full = self._ts_next + np.arange(n, dtype=np.int64)
+            i = full & self._c_mask
+            ok = self._ts_key[i] == full
+            st = np.where(self._ts_hw[i] != 0, self._ts_hw[i], self._ts_sw[i])
+            st = np.where(ok, st, 0)
+            out[sent] = st
+            self._ts_key[i] = -1
+            self._ts_next += n
+            self.c["tx_timestamp_missing"] += int(np.count_nonzero(st == 0))
+        return out
 
     # ---- control -------------------------------------------------------------------------
     def _apply_filter(self) -> None:
@@ -129,6 +232,8 @@ class PacketVIBase(HwVI):
         self._s, self._rx, self._blocks, self._tx = new, new.rx, new.rx_blocks, new.tx
         self._cur, self._bfr, self._bpos = 0, None, 0
         self._slot_next = 0
+        if self._tx_ts:
+            self._enable_tx_ts(new)
         self._poller.register(new.fileno(), select.POLLIN)
         old.close()
 

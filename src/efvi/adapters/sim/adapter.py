@@ -97,7 +97,7 @@ class SimPD(HwProtectionDomain):
     def alloc_vi(self, rxq: int, txq: int, evq: int, flags: int, queue: int | None) -> HwVI:
         if queue is not None and queue < 0:
             raise SetupError(f"queue {queue} out of range", errno=errno.EINVAL)
-        return SimVI(self, rxq, txq, evq)
+        return SimVI(self, rxq, txq, evq, flags)
 
     def filter_add(self, spec: FilterSpec, targets: Sequence[HwVI]) -> object:
         entry = self.port.table.insert(spec, targets)

@@ -13,7 +13,12 @@ import numpy.typing as npt
 from efvi.adapters.base import EventArray, HwVI, U32Array, U64Array
 from efvi.adapters.dma import scatter
 from efvi.adapters.sim.port import FrameBatch
-from efvi.constants import EF_REQUEST_ID_MASK, EF_VI_TRANSMIT_BATCH, PKT_BUF_SIZE
+from efvi.constants import (
+    EF_REQUEST_ID_MASK,
+    EF_VI_TRANSMIT_BATCH,
+    EF_VI_TX_TIMESTAMPS,
+    PKT_BUF_SIZE,
+)
 from efvi.events import DiscardReason, EventType, RxFlags, event_array
 
 if TYPE_CHECKING:
@@ -34,8 +39,10 @@ SCALAR_MAX = 4
 class SimVI(HwVI):
     """See :class:`efvi.adapters.base.HwVI`. DMA happens synchronously in the doorbells."""
 
-    def __init__(self, pd: "SimPD", rxq: int, txq: int, evq: int) -> None:
+    def __init__(self, pd: "SimPD", rxq: int, txq: int, evq: int, flags: int = 0) -> None:
         self.pd = pd
+        #: EF_VI_TX_TIMESTAMPS: one TX event per frame (ef_vi's TX_WITH_TIMESTAMP)
+        self._tx_each = bool(flags & EF_VI_TX_TIMESTAMPS)
         self.port = pd.port
         self.clock_source = self.port.clock.source
         self.rx_buffer_len = PKT_BUF_SIZE
@@ -405,21 +412,29 @@ class SimVI(HwVI):
         """Doorbell of a few single-descriptor frames, frame by frame (no numpy)."""
         port = self.port
         ts = 0
+        stamps: list[int] = []
         for a, ln in zip(addrs, lens):
             mv, off = self.pd.resolve_mv(a)
             frame = bytes(mv[off:off + ln])
             ts = port.serialise_one(ln)
+            stamps.append(ts)
             port.deliver_one(frame, ts)
         c = self.counters
         c["tx_packets"] += len(addrs)
         c["tx_bytes"] += sum(lens)
+        if self._tx_each:
+            for ts in stamps:
+                self._tx_done += 1
+                self._event(_TX, 0, self._tx_done & 0xFFFFFFFF, 0, ts)
+            return
         self._tx_done += len(addrs)
         self._event(_TX, 0, self._tx_done & 0xFFFFFFFF, 0, ts)
 
     def _complete(self, ends: I64, ts: I64, etype: int, subtype: int) -> None:
-        """TX events, one per ≤ 64 packets; rq_id = descriptors completed (mod 2**32)."""
+        """TX events, one per ≤ 64 packets (one per packet with TX timestamps on); rq_id = descriptors completed (mod 2**32)."""
         npk = int(ends.shape[0])
-        last = np.arange(EF_VI_TRANSMIT_BATCH - 1, npk, EF_VI_TRANSMIT_BATCH, dtype=np.int64)
+        step = 1 if self._tx_each else EF_VI_TRANSMIT_BATCH
+        last = np.arange(step - 1, npk, step, dtype=np.int64)
         if last.shape[0] == 0 or last[-1] != npk - 1:
             last = np.append(last, npk - 1)
         self._write_events(int(last.shape[0]), etype, subtype, 0,

@@ -182,6 +182,10 @@ class XdpAdapter(Adapter):
         zc = self.features.zero_copy and self.zerocopy is not False
         kinds = frozenset(k.name.lower() for k in FilterKind
                           if k not in (FilterKind.NONE, FilterKind.ALL))
+        # tx_timestamps: AF_XDP gives them only through TX metadata (XDP_TX_METADATA,
+        # tx_metadata_len in the UMEM registration, XDP_TXMD_FLAGS_TIMESTAMP), which
+        # needs driver support (mlx5, stmmac, igc...); veth and generic (skb) mode have
+        # none, and we do not implement the metadata path: declared absent
         return Capabilities(
             adapter="xdp", steal=True, sniff=False, zero_copy=bool(zc), rx_timestamps=True,
             tx_timestamps=False, hw_timestamps=self.program.hw_kfunc and self._ts_hw_rx,
