@@ -276,3 +276,29 @@ def test_tx_timestamps_come_back_with_completions(wire: str) -> None:
         with pytest.raises(SetupError, match="tx_timestamps=True"):
             udp.open(f"sim:{wire}b?wire={wire}&ip=198.18.9.2", ("198.18.9.2", 6001),
                      tx_timestamps=True)
+
+
+def test_connected_send_from_pio_staged_frames(wire: str) -> None:
+    b = udp.open(f"sim:{wire}b?wire={wire}&ip=198.18.9.2", ("198.18.9.2", 6000))
+    a = udp.open(f"sim:{wire}a?wire={wire}&ip=198.18.9.1", ("198.18.9.1", 5000),
+                 remote=("198.18.9.2", 6000), pio=True)
+    with a, b:
+        sizes = [1, 17, 18, 100, 1472, 5, 300]
+        for k, n in enumerate(sizes):
+            assert a.send(bytes([k]) * n) == n
+            r = b.recv(timeout=1)
+            assert r is not None and bytes(r[0]) == bytes([k]) * n
+            assert r[2] == ("198.18.9.1", 5000)
+        st = a.stats()
+        assert st["tx_pio"] == len(sizes) and st["drops"] == 0
+        # the frame really went from the PIO area: the last one is still staged there
+        pio = a.stack.vi.pio
+        staged = bytes(pio.mv[0:2 * 1536])
+        assert bytes([6]) * 300 in staged
+        # sendto another destination and payloads over a slot take TX buffers
+        a.sendto(b"x" * 40, ("198.18.9.2", 6000))  # same remote via sendto: PIO too
+        assert a.stats()["tx_pio"] == len(sizes) + 1
+        assert a.send_batch([b"y" * 20, b"z" * 20]) == 2
+        assert a.stats()["tx_pio"] == len(sizes) + 1
+        got = [bytes(b.recv(timeout=1)[0]) for _ in range(3)]  # type: ignore[index]
+        assert got == [b"x" * 40, b"y" * 20, b"z" * 20]

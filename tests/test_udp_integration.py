@@ -305,3 +305,21 @@ def test_tx_timestamps_on_packet_and_declared_absent_on_xdp(pair: netns.VethPair
     with pytest.raises(UnsupportedError, match="no tx timestamps; use the sim or packet"):
         _open(a, f"xdp:{a.ifname}", (a.ip, 5003), tx_timestamps=True)
     ks.close()
+
+
+def test_pio_send_on_xdp_reaches_a_kernel_socket(pair: netns.VethPair) -> None:
+    """xdp: a connected endpoint with pio=True sends from its PIO-staged header
+    template (payload and checksums patched in place); the kernel socket, which checks
+    both checksums, gets every datagram. packet has no PIO: refused, naming the fix."""
+    a, b = pair.a, pair.b
+    ks = _ksock(b, 7004)
+    with _open(a, f"xdp:{a.ifname}", (a.ip, 5004), remote=(b.ip, 7004), pio=True) as ep:
+        for k, n in enumerate([3, 18, 64, 700, 1472, 40]):
+            assert ep.send(bytes([65 + k]) * n) == n
+            data, src = ks.recvfrom(2048)
+            assert data == bytes([65 + k]) * n and src == (a.ip, 5004)
+        st = ep.stats()
+        assert st["tx_pio"] == 6 and st["drops"] == 0
+    with pytest.raises(UnsupportedError, match="no PIO; use sim or xdp"):
+        _open(a, f"packet:{a.ifname}", (a.ip, 5005), remote=(b.ip, 7004), pio=True)
+    ks.close()

@@ -33,6 +33,13 @@ resolved by asking the kernel to ARP — netlink ``NTF_USE`` — when missing); 
 checksum is the template's precomputed sum plus the length, the UDP checksum the
 pseudo-header sum plus one ``int.from_bytes`` over the payload.
 
+PIO: a connected endpoint opened with ``pio=True`` on an adapter with PIO (sim, xdp)
+keeps its header template in two slots of the VI's PIO area and :meth:`UdpEndpoint.send`
+writes only the payload, lengths and checksums there, then one ``transmit_pio`` (one
+doorbell); a slot is reused only after its TX completion (else the send takes the
+DMA-buffer path, counted in ``tx_pio_fallbacks``). ``sendto`` another address,
+``send_batch`` and payloads over 1472 bytes use TX buffers as usual.
+
 TX timestamps: open with ``tx_timestamps=True`` (adapters declaring
 ``capabilities.tx_timestamps``: sim, packet — not xdp, whose veth and generic drivers
 have no AF_XDP TX metadata) and each datagram's transmit time comes back with its TX
@@ -68,7 +75,7 @@ import numpy as np
 import numpy.typing as npt
 
 from efvi.adapters import parse_url
-from efvi.constants import PKT_BUF_SIZE
+from efvi.constants import PIO_ALIGN, PIO_SIZE, PKT_BUF_SIZE
 from efvi.driver import Driver, ProtectionDomain
 from efvi.errors import ClosedError, EfviError, SetupError
 from efvi.events import EventType, RxFlags
@@ -103,6 +110,8 @@ _NUD_NONE = 0x00
 _RTM_NEWNEIGH = 28
 _NDA_DST = 1
 _MAX_STALL = 2000
+#: one PIO slot: a whole 1500-MTU frame (1514 bytes) rounded to the PIO alignment
+_PIO_SLOT = (_HDR + 1472 + PIO_ALIGN - 1) // PIO_ALIGN * PIO_ALIGN
 _JUMBO_BUFS = 5  # contiguous buffers of the jumbo TX area (10 KiB ≥ 9216 + headers)  # pumps a blocking send waits for a TX buffer before giving up
 
 
@@ -256,7 +265,7 @@ class UdpStack:
         self.counters = dict.fromkeys(
             ("rx_datagrams", "tx_datagrams", "rx_not_udp_drops", "rx_no_endpoint_drops",
              "rx_short_drops", "rx_discard_drops", "rx_chain_drops", "tx_error_drops",
-             "tx_no_buffer_drops", "rx_jumbo"), 0)
+             "tx_no_buffer_drops", "rx_jumbo", "tx_pio", "tx_pio_fallbacks"), 0)
         self.users = 0
         self.mtu = self.info.mtu
         self.jumbo_id = rx_buffers + tx_buffers
@@ -264,7 +273,12 @@ class UdpStack:
         #: TX completions carry each frame's transmit time (ViFlags.TX_TIMESTAMPS)
         self.tx_timestamps = tx_timestamps
         #: with TX timestamps: the endpoint that sent from each TX buffer id
-        self.tx_owner: list[UdpEndpoint | None] = [None] * (self.jumbo_id + 1)
+        #: PIO slots (request id = pio_id_base + slot): free list and in-flight flags
+        self.pio_id_base = self.jumbo_id + 1
+        self.pio_free = list(range(PIO_SIZE // _PIO_SLOT - 1, -1, -1))
+        self.pio_busy = [False] * (PIO_SIZE // _PIO_SLOT)
+        self.tx_owner: list[UdpEndpoint | None] = [None] * (self.pio_id_base
+                                                             + len(self.pio_busy))
         # xdp sends one 2 KiB UMEM chunk per frame
         tx_max = PKT_BUF_SIZE if self.caps.adapter == "xdp" else _JUMBO_BUFS * PKT_BUF_SIZE
         self.max_payload = min(self.mtu - 28, tx_max - _HDR)
@@ -397,6 +411,8 @@ class UdpStack:
                                 ep.last_tx_ts_ns = ts
                     if i == self.jumbo_id:
                         self._jumbo_free = True
+                    elif i >= self.pio_id_base:
+                        self.pio_busy[i - self.pio_id_base] = False
                     else:
                         self._tx_free.append(i)
                 if t == _TXERR:
@@ -544,14 +560,16 @@ class UdpEndpoint:
     :meth:`send` works and only that peer's datagrams are received). ``dst_mac``:
     the next hop's MAC when the neighbour table cannot give it. ``tx_timestamps``:
     stamp every send (see :attr:`last_tx_ts_ns`; the adapter must declare
-    ``capabilities.tx_timestamps``, else UnsupportedError).
+    ``capabilities.tx_timestamps``, else UnsupportedError). ``pio``: :meth:`send` to
+    the connected remote from PIO-staged frames (see the module doc; the adapter
+    must declare ``capabilities.pio``, else UnsupportedError).
     """
 
     def __init__(self, url: str, local: tuple[str | None, int] | int,
                  *, groups: Iterable[str] = (), remote: tuple[str, int] | None = None,
                  dst_mac: bytes | str | None = None, ttl: int = 64,
                  rx_buffers: int = 1024, tx_buffers: int = 256,
-                 tx_timestamps: bool = False) -> None:
+                 tx_timestamps: bool = False, pio: bool = False) -> None:
         if isinstance(local, int):
             local = (None, local)
         lip, lport = local
@@ -574,6 +592,10 @@ class UdpEndpoint:
         #: whose TX completion has been seen; 0 until then or without tx_timestamps
         self.last_tx_ts_ns = 0
         self._tx_inflight = 0
+        self._pio = pio
+        self._pio_slots: list[int] = []  # this endpoint's PIO slots
+        self._pio_t: _TxTemplate | None = None  # the template staged in them
+        self._pio_k = 0  # the slot the next PIO send uses
         self.stack = UdpStack.get(url, rx_buffers=rx_buffers, tx_buffers=tx_buffers,
                                   tx_timestamps=tx_timestamps)
         st = self.stack
@@ -588,10 +610,33 @@ class UdpEndpoint:
         self._batch_data = np.zeros(0, np.uint8)
         try:
             self._setup(lip)
+            if pio:
+                self._pio_setup()
         except BaseException:
             self._teardown()
             raise
         self._closed = False
+
+    def _pio_setup(self) -> None:
+        """Take two PIO slots of the shared VI (one if only one is left) and stage the
+        remote's headers in them (control path)."""
+        st = self.stack
+        _ = st.vi.pio  # allocates the area; UnsupportedError without PIO
+        if not st.pio_free:
+            raise SetupError(f"the PIO area of {st.url} is taken by other endpoints "
+                             f"({PIO_SIZE} bytes per VI, {_PIO_SLOT} per slot)",
+                             errno=errno.ENOSPC, hint="open this endpoint with pio=False")
+        for _ in range(2):
+            if st.pio_free:
+                self._pio_slots.append(st.pio_free.pop())
+        if self.remote is not None:
+            self._pio_stage(self._template(*self.remote))
+
+    def _pio_stage(self, t: _TxTemplate) -> None:
+        pio = self.stack.vi.pio
+        for k in self._pio_slots:
+            pio.copy(k * _PIO_SLOT, t.hdr)
+        self._pio_t = t
 
     # ---- control path -----------------------------------------------------------------
     def _setup(self, lip: str | None) -> None:
@@ -750,8 +795,10 @@ class UdpEndpoint:
         """Set the default destination for :meth:`send` (control path; receive filters
         stay as they are)."""
         self._check()
-        self._template(remote[0], remote[1])
+        t = self._template(remote[0], remote[1])
         self.remote = (remote[0], remote[1])
+        if self._pio_slots:
+            self._pio_stage(t)
 
     # ---- receive ----------------------------------------------------------------------
     def _release_held(self) -> None:
@@ -943,6 +990,10 @@ class UdpEndpoint:
                 f"(at most {st.max_payload} bytes)", errno=errno.EMSGSIZE,
                 hint="send smaller datagrams, or raise the MTU (ip link set dev "
                      f"{st.info.name} mtu N) on both ends")
+        if t is self._pio_t and push and n <= _PIO_SLOT - _HDR:
+            r = self._send_pio(t, payload, n)
+            if r >= 0:
+                return r
         i = st.take_tx(_HDR + n)
         if i < 0:
             return 0
@@ -977,6 +1028,56 @@ class UdpEndpoint:
         if push:
             vi.transmit_push()
         st.counters["tx_datagrams"] += 1
+        return n
+
+    def _send_pio(self, t: _TxTemplate, payload: bytes | bytearray | memoryview,
+                  n: int) -> int:
+        """The PIO send: payload, two lengths and two checksums written into the staged
+        frame, one ``transmit_pio`` (one doorbell). Returns ``n``, 0 when the TX ring
+        is full (counted), or -1 when both slots are still in flight after a bounded
+        wait (the caller then uses a TX buffer; counted in ``tx_pio_fallbacks``)."""
+        st = self.stack
+        busy = st.pio_busy
+        slots = self._pio_slots
+        k = slots[self._pio_k]
+        if busy[k]:
+            self._pio_k = (self._pio_k + 1) % len(slots)
+            k = slots[self._pio_k]
+            if busy[k]:
+                for _ in range(_MAX_STALL):
+                    st.pump()
+                    if not busy[k]:
+                        break
+                else:
+                    st.counters["tx_pio_fallbacks"] += 1
+                    return -1
+        pio = st.vi.pio
+        mv = pio.mv
+        b = k * _PIO_SLOT
+        mv[b + _HDR:b + _HDR + n] = memoryview(payload).cast("B")
+        tot = 28 + n
+        s = t.ip_sum + tot
+        s = (s & 0xFFFF) + (s >> 16)
+        _U16.pack_into(mv, b + 16, tot)
+        _U16.pack_into(mv, b + 24, ~s & 0xFFFF)
+        ulen = 8 + n
+        s = ones_sum(payload, t.udp_sum + ulen + ulen)
+        _U16.pack_into(mv, b + 38, ulen)
+        _U16.pack_into(mv, b + 40, ~s & 0xFFFF or 0xFFFF)
+        ln = _HDR + n if n >= 18 else 60
+        if n < 18:
+            mv[b + _HDR + n:b + 60] = bytes(18 - n)
+        rid = st.pio_id_base + k
+        if st.vi.transmit_pio(b, ln, rid):
+            st.counters["tx_no_buffer_drops"] += 1
+            return 0
+        busy[k] = True
+        self._pio_k = (self._pio_k + 1) % len(slots)
+        if st.tx_timestamps:
+            st.tx_owner[rid] = self
+            self._tx_inflight += 1
+        st.counters["tx_datagrams"] += 1
+        st.counters["tx_pio"] += 1
         return n
 
     def wait_sent(self, timeout: float = 1.0) -> int:
@@ -1033,6 +1134,9 @@ class UdpEndpoint:
             except EfviError:
                 pass
         self._specs.clear()
+        st.pio_free.extend(self._pio_slots)
+        self._pio_slots.clear()
+        self._pio_t = None
         for s in self._ksocks:
             s.close()
         self._ksocks.clear()
