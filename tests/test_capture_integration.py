@@ -383,3 +383,28 @@ def test_multiqueue_every_queue_workers_and_merge(tmp_path: Path) -> None:
                 p.kill()
         counts = [len(records(f"{base}.{i}")) for i in range(4)]
         assert sum(counts) == len(sent) and sum(1 for c in counts if c) >= 2
+
+
+def test_sigterm_closes_the_file_with_its_statistics(veth: netns.VethPair,
+                                                     tmp_path: Path) -> None:
+    _need("packet")
+    out = tmp_path / "term.pcapng"
+    p = efvi("-i", f"packet:{veth.b.ifname}", "-w", str(out), "udp", side=veth.b,
+             stderr=subprocess.PIPE)
+    try:
+        wait_listening(p)
+        with raw_sender(veth.a) as tx:
+            for f in udp_frames(veth, 100):
+                tx.send(f)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+        err = p.stderr.read().decode() if p.stderr else ""
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "100 packets captured" in err and "100 packets received by filter" in err
+    from efvi.pcap.pcapng import PcapNgReader
+    with PcapNgReader(out) as r:
+        assert len(list(r)) == 100
+        assert [(s.recv, s.drop) for s in r.stats] == [(100, 0)]
