@@ -124,7 +124,8 @@ def write_pcap(path: Path, frames: list[bytes]) -> None:
     """A classic pcap (µs) file: frame i at ``BASE_S + i`` seconds, full length stored."""
     with open(path, "wb") as fh:
         fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
-        fh.writelines(struct.pack("<IIII", BASE_S + i, 0, len(fr), len(fr)) + fr for i, fr in enumerate(frames))
+        fh.writelines(struct.pack("<IIII", BASE_S + i, 0, len(fr), len(fr)) + fr
+                      for i, fr in enumerate(frames))
 
 
 def tcpdump_matches(path: Path, expression: str) -> list[int]:

@@ -22,8 +22,8 @@ leaves in scratch memory:
 The preamble also drops ``PACKET_OUTGOING`` frames (what the host itself sends; a
 NIC's RX filters never see them) — unless the adapter was opened with ``dir=out``
 (only those) or ``dir=inout`` (both), as ``tcpdump -Q`` picks directions. Each
-filter then becomes one *block*: a run of tests that jump to the next block on a mismatch and end in ``ret #-1`` (accept the
-whole frame). Blocks are OR-ed in the order given; the last instruction is
+filter then becomes one *block*: a run of tests that jump to the next block on a
+mismatch and end in ``ret #-1`` (accept the whole frame). Blocks are OR-ed in the order given; the last instruction is
 ``ret #0``. A VI with ``unicast_mismatch``/``multicast_mismatch`` filters gets, after
 its own blocks, *exclusion* blocks for the other filters of the interface (``ret
 #0``) and then its mismatch blocks: "frames nothing else wants".
@@ -64,8 +64,8 @@ from collections.abc import Iterable, Sequence
 
 from efvi.bpf.cbpf import (ACCEPT, BPF_A, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_JA,
                            BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_LSH, BPF_MAXINSNS,
-                           BPF_MISC, BPF_RET, BPF_ST, BPF_TAX, BPF_TXA, BPF_W, BPF_X, BPF_IMM, PACKET_OTHERHOST,
-                           PACKET_OUTGOING, SKF_AD_PKTTYPE, SKF_AD_VLAN_TAG,
+                           BPF_MISC, BPF_RET, BPF_ST, BPF_TAX, BPF_TXA, BPF_W, BPF_X, BPF_IMM,
+                           PACKET_OTHERHOST, PACKET_OUTGOING, SKF_AD_PKTTYPE, SKF_AD_VLAN_TAG,
                            SKF_AD_VLAN_TAG_PRESENT, Asm, Insn, Target)
 from efvi.errors import SetupError
 from efvi.filters import FilterKind, FilterSpec
