@@ -14,11 +14,11 @@ from __future__ import annotations
 from efvi.apps.capture import Capture as Capture
 from efvi.apps.capture import CaptureBatch as CaptureBatch
 from efvi.apps.capture import CaptureStats as CaptureStats
-from efvi.apps.capture import CaptureWriter as CaptureWriter
 from efvi.apps.capture import OutputError as OutputError
-from efvi.apps.capture import describe as describe
-from efvi.apps.capture import format_packet as format_packet
-from efvi.apps.capture import make_filename as make_filename
+from efvi.apps.capture_files import CaptureWriter as CaptureWriter
+from efvi.apps.capture_files import make_filename as make_filename
+from efvi.wire.summary import describe as describe
+from efvi.wire.summary import format_packet as format_packet
 
 __all__ = ["Capture", "CaptureBatch", "CaptureStats", "CaptureWriter", "OutputError",
            "describe", "format_packet", "make_filename"]

@@ -447,12 +447,3 @@ class Capture:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-# the file side and the one-line summaries live in their own modules; re-exported here
-# so that ``efvi.apps.capture`` is the whole library API
-from efvi.apps.capture_files import (CaptureWriter, check_output_path,  # noqa: E402
-                                     make_filename)
-from efvi.wire.summary import describe, format_packet  # noqa: E402
-
-__all__ = ["Capture", "CaptureBatch", "CaptureStats", "CaptureWriter", "OutputError",
-           "check_output_path", "describe", "format_packet", "make_filename"]

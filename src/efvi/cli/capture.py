@@ -72,7 +72,8 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from efvi.apps.capture import Capture, check_output_path
+    from efvi.apps.capture import Capture
+    from efvi.apps.capture_files import check_output_path
     from efvi.bpf.libpcap import ExpressionError
 
     url = args.url if ":" in args.url else f"packet:{args.url}"
@@ -105,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _capture(args: argparse.Namespace, cap: Capture, url: str, expression: str | None,
              snaplen: int, text: TextIO, names: list[str]) -> int:
-    from efvi.apps.capture import CaptureWriter, format_packet
+    from efvi.apps.capture_files import CaptureWriter
+    from efvi.wire.summary import format_packet
 
     writers = [CaptureWriter(name, fmt=args.format, snaplen=snaplen,
                              interface=cap.interface, description=url,
