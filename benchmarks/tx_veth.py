@@ -76,6 +76,18 @@ print(json.dumps({{"sent": sent, "seconds": t}}), flush=True)
 d.close()
 """
 
+_EFVI_SEND = r"""
+import ipaddress, json
+from efvi.apps.send import Sender
+# efvi send's engine, as the CLI runs it: {flags}
+snd = Sender({url!r}.replace("{{IF}}", IF), str(ipaddress.IPv4Address(FRAME[30:34])),
+             int.from_bytes(FRAME[36:38], "big"), payload=len(FRAME) - 42,
+             dmac=FRAME[:6].hex(":"))
+st = snd.run(N, batch={batch})
+print(json.dumps({{"sent": st.tx_packets, "seconds": st.elapsed_s}}), flush=True)
+snd.close()
+"""
+
 _AF_PACKET = r"""
 import json, socket, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
@@ -102,6 +114,12 @@ SENDERS: list[Sender] = [
            _EFVI_TX.format(url="xdp:{IF}?mode=skb", batch=1)),
     Sender("efvi packet (batch 256)", _have_adapter("packet"),
            _EFVI_TX.format(url="packet:{IF}", batch=256)),
+    Sender("efvi send xdp: (defaults)", _have_adapter("xdp"),
+           _EFVI_SEND.format(url="xdp:{IF}?mode=skb", batch=None, flags="no -B")),
+    Sender("efvi send xdp: -B 64 (old default)", _have_adapter("xdp"),
+           _EFVI_SEND.format(url="xdp:{IF}?mode=skb", batch=64, flags="-B 64")),
+    Sender("efvi send packet: (defaults)", _have_adapter("packet"),
+           _EFVI_SEND.format(url="packet:{IF}", batch=None, flags="no -B")),
     Sender("python AF_PACKET send loop", lambda: None, _AF_PACKET),
 ]
 

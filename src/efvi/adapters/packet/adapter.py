@@ -1,6 +1,18 @@
-"""The ``packet`` adapter: ef_vi over AF_PACKET ``TPACKET_V2`` rings (sniff semantics).
+"""The ``packet`` adapter: ef_vi over AF_PACKET ``TPACKET_V2``/``V3`` rings (sniff semantics).
 
-``Driver.open("packet:IFNAME[?ring=N&snaplen=N&ts=auto|sw|hw&qdisc=0|1&dir=in|out|inout]")``.
+``Driver.open("packet:IFNAME[?ring=N&snaplen=N&ts=auto|sw|hw&qdisc=0|1&dir=in|out|inout``
+``&rx_ring=auto|v2|v3&retire_ms=N]")``.
+
+Ring kind, per VI, by what it asks for: a VI allocated with ``ViFlags.RX_EVENT_MERGE``
+(ef_vi's ``EF_VI_RX_EVENT_MERGE``: "events may come late and batched") gets a
+``TPACKET_V3`` block ring — the kernel wakes it once per block, a block being handed
+over when full or ``retire_ms`` (default 20) after its first frame, so a steady-rate
+receiver wakes a few dozen times a second (``efvi sink`` asks for this). Every other VI
+gets ``TPACKET_V2`` slots: a frame is the VI's the moment the kernel writes it, which is
+what per-slot latency needs. ``rx_ring=v2|v3`` forces one kind for every VI. Blocks
+hold at most half the VI's RX ring of minimum-size frames, so the frames of a block
+find buffers when the application re-posts as it goes (frames finding none are
+``rx_nodesc_drops``, as with slots).
 
 ``dir`` picks which frames the VIs' filters see: received ones (``in``, the default,
 what a NIC's RX filters see), the ones this host sends (``out``: ``PACKET_OUTGOING``,
