@@ -211,7 +211,36 @@ def test_use_broker_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not use_broker("xdp", "auto")  # no broker: the direct path's EPERM says so
     monkeypatch.setenv("EFVI_BROKER_SOCKET", __file__)  # something exists there
     assert use_broker("xdp", "auto") and use_broker("packet", None)
-    monkeypatch.setattr("efvi.broker.client.effective_caps", lambda: (1 << 41) - 1)
+    monkeypatch.setattr("efvi.broker.client.effective_caps", lambda: (1 << 40) - 1)
     assert not use_broker("xdp", "auto")
     monkeypatch.setenv("EFVI_BROKER", "1")
     assert use_broker("packet", "auto")
+
+
+def test_capability_table() -> None:
+    from efvi.caps import CAPS, missing
+
+    assert missing("xdp", 0) == ["CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON", "CAP_NET_RAW",
+                                 "CAP_IPC_LOCK"]
+    only = (1 << CAPS["CAP_BPF"]) | (1 << CAPS["CAP_NET_ADMIN"])
+    assert missing("xdp", only) == ["CAP_PERFMON", "CAP_NET_RAW", "CAP_IPC_LOCK"]
+    admin = (1 << CAPS["CAP_SYS_ADMIN"]) | (1 << CAPS["CAP_NET_ADMIN"]) \
+        | (1 << CAPS["CAP_NET_RAW"])
+    assert missing("xdp", admin) == []
+    assert missing("packet", 0) == ["CAP_NET_RAW"] and missing("sim", 0) == []
+
+
+def test_verifier_refusal_names_the_missing_capabilities(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    import errno
+
+    from efvi.bpf.syscall import VerifierError
+    from efvi.caps import CAPS
+
+    only = (1 << CAPS["CAP_BPF"]) | (1 << CAPS["CAP_NET_ADMIN"])
+    monkeypatch.setattr("efvi.caps.effective", lambda: only)
+    e = VerifierError("load failed", errno=errno.EACCES, log="R2 pointer arithmetic prohibited")
+    assert "CAP_PERFMON, CAP_NET_RAW, CAP_IPC_LOCK" in str(e) and "efvid" in str(e)
+    assert "bug in efvi" not in str(e)
+    e = VerifierError("load failed", errno=errno.EINVAL, log="invalid insn")
+    assert "bug in efvi's program builder" in str(e)  # a real builder fault stays one

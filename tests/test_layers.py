@@ -55,6 +55,7 @@ LAYERS: dict[str, str] = {
     "efvi.hwts": "support",
     "efvi.errors": "base",       # everything may raise efvi errors
     "efvi.constants": "base",
+    "efvi.caps": "base",         # the capabilities each adapter needs
     "efvi._types": "base",       # Protocols the adapters (and support) type against
 }
 

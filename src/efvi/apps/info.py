@@ -128,6 +128,9 @@ def access() -> dict[str, Any]:
         running = True
     except OSError:
         running = False
+    from efvi.caps import missing
+
     return {"xdp": "broker" if use_broker("xdp", "auto") else "direct",
             "packet": "broker" if use_broker("packet", "auto") else "direct",
+            "missing_capabilities": {a: missing(a) for a in ("xdp", "packet")},
             "broker_socket": path, "broker_running": running}

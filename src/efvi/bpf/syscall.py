@@ -141,9 +141,11 @@ class VerifierError(SetupError):
 
     def __init__(self, message: str, *, errno: int, log: str) -> None:
         tail = "\n".join(log.strip().splitlines()[-12:])
+        from efvi.caps import hint as caps_hint
+        lacking = caps_hint("xdp") if errno in (_errno.EACCES, _errno.EPERM) else ""
         super().__init__(f"{message}\n--- verifier log (last lines) ---\n{tail}", errno=errno,
-                         hint="this is a bug in efvi's program builder: please report it "
-                              "with the log")
+                         hint=lacking or "this is a bug in efvi's program builder: please "
+                                         "report it with the log")
         self.log = log
 
 

@@ -17,33 +17,20 @@ import socket
 import threading
 from typing import Any
 
+import efvi.caps as caps
 from efvi.broker.protocol import ProtocolError, decode_reply, recv_msg, send_msg
 from efvi.errors import SetupError
 
 #: Where efvid listens unless ``EFVI_BROKER_SOCKET`` or ``efvid --socket`` say otherwise.
 DEFAULT_SOCKET = "/run/efvi/efvid.sock"
 
-#: Capabilities (bit numbers in CapEff) that the direct paths need.
-CAP_NET_RAW, CAP_NET_ADMIN, CAP_IPC_LOCK, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = (
-    13, 12, 14, 21, 38, 39)
-NEEDS = {"xdp": (CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK),
-         "packet": (CAP_NET_RAW,)}
-
-
 def socket_path() -> str:
     return os.environ.get("EFVI_BROKER_SOCKET") or DEFAULT_SOCKET
 
 
 def effective_caps() -> int:
-    """This process's effective capability set (``CapEff`` of /proc/self/status)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
+    """This process's effective capability set (see :mod:`efvi.caps`)."""
+    return caps.effective()
 
 
 def use_broker(adapter: str, option: str | bool | None) -> bool:
@@ -60,14 +47,7 @@ def use_broker(adapter: str, option: str | bool | None) -> bool:
             return True
         if env in ("0", "no", "off", "false"):
             return False
-        caps = effective_caps()
-        need = NEEDS.get(adapter, ())
-        have_admin = bool(caps >> CAP_SYS_ADMIN & 1)
-        for c in need:
-            if caps >> c & 1:
-                continue
-            if c in (CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK) and have_admin:
-                continue
+        if caps.missing(adapter, effective_caps()):
             return os.path.exists(socket_path())
         return False
     return option in (True, "1", "true", "yes", "on")

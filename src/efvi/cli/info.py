@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         state = "running" if acc["broker_running"] else "not running"
         print(f"access: xdp {acc['xdp']}, packet {acc['packet']} (efvid at "
               f"{acc['broker_socket']}: {state})")
+        for ad, gone in acc["missing_capabilities"].items():
+            if gone:
+                print(f"  {ad} directly needs {', '.join(gone)} (this process lacks them)")
     return EXIT_OK
 
 
