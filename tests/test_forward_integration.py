@@ -128,3 +128,22 @@ def test_side_going_down_stops_cleanly() -> None:
         assert fwd.returncode == 1, err
         assert "went down" in err and t.fc.ifname in err
         assert json.loads(out)["stopped_by"].startswith("link-down")
+
+
+def test_both_ways_ping_through_the_forwarder() -> None:
+    """--both on xdp: ARP and ICMP cross in both directions (A pings C without
+    neighbour entries), zero copies, each direction counted."""
+    with three_namespaces(subnet=54) as t:
+        for side, peer in ((t.a, t.c), (t.c, t.a)):
+            subprocess.run(["ip", "-n", side.netns, "neigh", "del", peer.ip, "dev",
+                            side.ifname], capture_output=True)
+        fwd = _forward(t, f"xdp:{t.fa.ifname}", f"xdp:{t.fc.ifname}", "--both",
+                       "--duration", "30", "--idle", "2")
+        ping = subprocess.run(["ip", "netns", "exec", t.a.netns, "ping", "-c", "3", "-i",
+                               "0.3", "-W", "2", t.c.ip], capture_output=True, text=True)
+        assert ping.returncode == 0 and "3 received" in ping.stdout, ping.stdout
+        out, err = fwd.communicate(timeout=30)
+        res = json.loads(out)
+        d = res["directions"]
+        assert d["A->B"]["forwarded"] >= 4 and d["B->A"]["forwarded"] >= 4  # ARP + 3 ICMP
+        assert res["user_copies"] == 0 and res["mode"] == "zero-copy"
