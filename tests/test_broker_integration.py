@@ -28,6 +28,8 @@ pytestmark = pytest.mark.integration
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ENV = dict(os.environ, PYTHONPATH=SRC)
+#: for processes run as nobody: no coverage hooks (they cannot write root's data file)
+NOBODY_ENV = {k: v for k, v in ENV.items() if not k.startswith("COVERAGE")}
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
              "--inh-caps=-all"]
 
@@ -41,7 +43,7 @@ class Broker:
 
     @property
     def env(self) -> dict[str, str]:
-        return dict(ENV, EFVI_BROKER_SOCKET=self.sock)
+        return dict(NOBODY_ENV, EFVI_BROKER_SOCKET=self.sock)
 
     def client(self, *args: str) -> subprocess.Popen[str]:
         return self.pair.b.popen(*AS_NOBODY, sys.executable, "-m", "efvi.cli.main", *args,
@@ -163,7 +165,7 @@ def test_without_a_grant_or_broker(broker: Broker) -> None:
         r = broker.pair.b.run(*AS_NOBODY, sys.executable, "-m", "efvi.cli.main", "sink",
                               "-n", "1", f"xdp:{broker.pair.b.ifname}",
                               f"udp:{broker.pair.b.ip}:5000",
-                              env=dict(ENV, EFVI_BROKER_SOCKET=sock2), check=False)
+                              env=dict(NOBODY_ENV, EFVI_BROKER_SOCKET=sock2), check=False)
         assert r.returncode == 1 and "no grant for user nobody" in r.stderr, r.stderr
     finally:
         proc.terminate()
@@ -172,7 +174,7 @@ def test_without_a_grant_or_broker(broker: Broker) -> None:
     r = broker.pair.b.run(*AS_NOBODY, sys.executable, "-m", "efvi.cli.main", "sink", "-n",
                           "1", f"xdp:{broker.pair.b.ifname}?broker=1",
                           f"udp:{broker.pair.b.ip}:5000",
-                          env=dict(ENV, EFVI_BROKER_SOCKET="/nonexistent/efvid.sock"),
+                          env=dict(NOBODY_ENV, EFVI_BROKER_SOCKET="/nonexistent/efvid.sock"),
                           check=False)
     assert r.returncode == 1 and "efvid is not running" in r.stderr
     assert "systemctl enable --now efvid" in r.stderr
@@ -180,7 +182,7 @@ def test_without_a_grant_or_broker(broker: Broker) -> None:
     r = broker.pair.b.run(*AS_NOBODY, sys.executable, "-m", "efvi.cli.main", "sink", "-n",
                           "1", f"packet:{broker.pair.b.ifname}",
                           f"udp:{broker.pair.b.ip}:5000,sniff",
-                          env=dict(ENV, EFVI_BROKER_SOCKET="/nonexistent/efvid.sock"),
+                          env=dict(NOBODY_ENV, EFVI_BROKER_SOCKET="/nonexistent/efvid.sock"),
                           check=False)
     assert r.returncode == 1 and "CAP_NET_RAW" in r.stderr and "efvid" in r.stderr, r.stderr
 
