@@ -241,3 +241,36 @@ def test_garbage_and_half_requests_do_not_stop_the_broker(broker: Broker) -> Non
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0 and json.loads(out)["rx_packets"] == 50, err
     assert broker.proc.poll() is None
+
+
+@pytest.mark.parametrize("adapter", ["xdp", "packet"])
+def test_in_process_client_through_the_broker(broker: Broker, adapter: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same API in this (measured) process, forced through the broker: a second
+    filter swaps the packet socket, and every frame still arrives."""
+    import threading
+
+    from efvi.apps.sink import Sink
+    from efvi.filters import parse_filter
+
+    monkeypatch.setenv("EFVI_BROKER_SOCKET", broker.sock)
+    ip, sfx = broker.pair.b.ip, (",sniff" if adapter == "packet" else "")
+    with netns.enter(broker.pair.b.netns):
+        sink = Sink(f"{adapter}:{broker.pair.b.ifname}?broker=1",
+                    [parse_filter(f"udp:{ip}:5006{sfx}")], nbuf=1024, rxq=1024)
+    try:
+        assert sink.driver.adapter.broker is not None  # type: ignore[attr-defined]
+        sink.vi.filter_add(parse_filter(f"udp:{ip}:5007{sfx}"))  # packet: a new socket
+        out: list[object] = []
+        t = threading.Thread(target=lambda: out.append(sink.run(count=300, duration_s=20)))
+        t.start()
+        time.sleep(0.5)
+        broker.send(5006, 150)
+        broker.send(5007, 150)
+        t.join(30)
+        st = out[0]
+        assert st.rx_packets == 300 and st.drops == 0  # type: ignore[attr-defined]
+        assert sink.vi.stats().get("rx_swap_drops", 0) == 0
+    finally:
+        sink.close()
+    assert "uid 0" in broker.log.read_text()
