@@ -523,3 +523,32 @@ def test_steal_names_xdp(drv: Driver) -> None:
         ep.vi.filter_add(FilterSpec.ip4_local("udp", "198.18.0.1", 1))
     caps = drv.capabilities
     assert not caps.steal and caps.sniff and caps.vi_sets and not caps.zero_copy
+
+
+def test_poll_rx1_one_frame_path(veth: netns.VethPair, drv: Driver) -> None:
+    """The one-packet-in-flight receive on packet: each frame through ``poll_rx1`` with
+    its bytes, length and stamp; a VLAN-tagged frame and pending events go to poll()."""
+    ep = Ep(drv, nbuf=64, rxq=64)
+    a, b = veth.a, veth.b
+    ep.vi.filter_add(FilterSpec().ip4_local("udp", a.ip, 7100).sniff())
+    assert ep.vi.poll_rx1() == -1  # nothing waits
+    s = _udp(b)
+    got: list[tuple[int, bytes, int]] = []
+    t0 = time.time_ns()
+    for k in range(5):
+        s.sendto(b"rx1-%d" % k, (a.ip, 7100))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            i = ep.vi.poll_rx1()
+            if i >= 0:
+                ofs, n, ts = ep.vi.rx1
+                got.append((i, ep.mr.read(ep.mr.dma_base + i * PKT_BUF_SIZE + ofs, n), ts))
+                break
+            assert i == -1, i
+            time.sleep(0.001)
+    s.close()
+    assert [g[1][-5:] for g in got] == [b"rx1-%d" % k for k in range(5)]
+    assert all(t0 <= g[2] <= time.time_ns() for g in got)
+    assert ep.vi.stats()["rx_packets"] == 5
+    ep.vi.close()
+    assert ep.vi.poll_rx1() < 0  # closed: -EBADF, never raises
