@@ -392,7 +392,9 @@ def run_rate(pair: netns.VethPair, gen: Generator, rcv: RateReceiver, argv: list
             line = stream.readline()
             if not line:
                 raise RuntimeError(f"{rcv.name} died: {p.stderr.read() if p.stderr else ''}")
-            if ("listening on" in line) if tcpdump else (line.startswith("#") or line.strip() == "ready"):
+            ready = ("listening on" in line) if tcpdump else (
+                line.startswith("#") or line.strip() == "ready")
+            if ready:
                 break
         time.sleep(0.3)
         c0 = cpu_of(p.pid)

@@ -139,7 +139,8 @@ def main() -> None:
         measure("per-packet, push/1", lambda r: run_per_packet(r, 1, s), a.runs),
         measure("ping-pong (1 in flight)", lambda r: run_per_packet(r, 0, s), a.runs),
     ]
-    machine = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}"
+    machine = (f"{platform.machine()}, {platform.python_implementation()} "
+               f"{platform.python_version()}, numpy {np.__version__}")
     if a.json:
         print(json.dumps({"machine": machine, "rows": rows}))
         return

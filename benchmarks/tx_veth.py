@@ -21,9 +21,7 @@ import argparse
 import json
 import os
 import re
-import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable

@@ -10,7 +10,6 @@ XDP redirects a frame to one socket (the adapter raises UnsupportedError).
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import Iterator
 
 import pytest

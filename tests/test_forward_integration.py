@@ -107,7 +107,8 @@ def test_three_namespaces_deliver_every_frame(adapter: str) -> None:
 
 def test_mtu_mismatch_counts_oversize_and_never_sends_cut() -> None:
     with three_namespaces(subnet=52, mtu_c=1000) as t:
-        fwd = _forward(t, f"xdp:{t.fa.ifname}", f"xdp:{t.fc.ifname}", "--idle", "2", "--duration", "30")
+        fwd = _forward(t, f"xdp:{t.fa.ifname}", f"xdp:{t.fc.ifname}", "--idle", "2",
+                       "--duration", "30")
         rx = _popen(t.c, sys.executable, "-c", RECV, "100", "4")
         assert rx.stdout is not None and rx.stdout.readline().strip() == "ready"
         _run(t.a, sys.executable, "-c", SEND, "198.18.52.2", "100", "1200")  # > 1000

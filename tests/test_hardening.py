@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from efvi import Driver, MemoryRegion, ProtectionDomain, VirtualInterface
-from efvi.adapters.options import SCHEMAS, check_url
+from efvi.adapters.options import check_url
 from efvi.apps.sink import Sink
 from efvi.cli.main import main
 from efvi.constants import PKT_BUF_SIZE

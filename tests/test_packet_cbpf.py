@@ -288,7 +288,7 @@ def test_check_rejects_bad_programs() -> None:
                     cbpf.Insn(cbpf.BPF_RET, 0, 0, 0)])
     with pytest.raises(ValueError):
         cbpf.check([cbpf.Insn(cbpf.BPF_LD | cbpf.BPF_IMM, 0, 0, 1)])
-    I = cbpf.Insn
+    I = cbpf.Insn  # noqa: E741
     # M[0] is loaded on a path (the jump) that skipped its store: the kernel says EINVAL
     skipped_store = [I(cbpf.BPF_LD | cbpf.BPF_IMM, k=1), I(cbpf.BPF_JMP | cbpf.BPF_JEQ, 1, 0, 1),
                      I(cbpf.BPF_ST, k=0), I(cbpf.BPF_LD | cbpf.BPF_MEM, k=0),
@@ -304,7 +304,7 @@ def test_check_rejects_bad_programs() -> None:
 
 
 def test_interpreter_alu_and_div_by_zero() -> None:
-    I = cbpf.Insn
+    I = cbpf.Insn  # noqa: E741
     prog = [I(cbpf.BPF_LD | cbpf.BPF_IMM, k=7), I(cbpf.BPF_ALU | cbpf.BPF_MUL | cbpf.BPF_K, k=6),
             I(cbpf.BPF_RET | cbpf.BPF_A)]
     assert cbpf.run(prog, bytes(100)) == 42

@@ -87,7 +87,7 @@ def _payload(frame: bytes) -> bytes:
     return frame[42:]
 
 
-# ---- sniff semantics -----------------------------------------------------------------------
+# ---- sniff semantics ----------------------------------------------------------------------------
 def test_sniff_leaves_the_kernel_its_copy(veth: netns.VethPair, drv: Driver) -> None:
     a, b = veth.a, veth.b
     ep = Ep(drv)
@@ -131,7 +131,7 @@ def test_outgoing_frames_are_not_received(veth: netns.VethPair, drv: Driver) -> 
     assert b"from-b" in pays and b"from-a" not in pays
 
 
-# ---- VLAN -----------------------------------------------------------------------------------
+# ---- VLAN ---------------------------------------------------------------------------------------
 def _send_raw(side: netns.Side, frames: list[bytes]) -> None:
     """Transmit ``frames`` through a packet VI on ``side`` (tags and all, as given)."""
     with netns.enter(side.netns):
@@ -173,7 +173,7 @@ def test_vlan_filter_and_tag_reinserted(veth: netns.VethPair, drv: Driver) -> No
     assert [qq.frame(e) for e in q] == [qinq_f]  # 802.1ad outer re-inserted, inner kept
 
 
-# ---- overflow and drops -----------------------------------------------------------------------
+# ---- overflow and drops -------------------------------------------------------------------------
 def test_ring_overflow_is_counted(veth: netns.VethPair) -> None:
     a, b = veth.a, veth.b
     with netns.enter(a.netns):
@@ -212,7 +212,7 @@ def test_no_descriptor_then_post(veth: netns.VethPair, drv: Driver) -> None:
     ep = Ep(drv, post=0)
     ep.vi.filter_add(FilterSpec.ip4_local("udp", a.ip, 5200).sniff())
     tx = _udp(b)
-    for i in range(10):
+    for _ in range(10):
         tx.sendto(b"early", (a.ip, 5200))
     deadline = time.monotonic() + 5
     while ep.vi.stats()["rx_kernel_packets"] < 10 and time.monotonic() < deadline:
@@ -266,7 +266,7 @@ def test_a_poll_leaves_frames_that_land_while_it_copies(veth: netns.VethPair, dr
     assert ep.vi.stats()["drops"] == 0
 
 
-# ---- jumbo chains and truncation ------------------------------------------------------------------
+# ---- jumbo chains and truncation ----------------------------------------------------------------
 def test_sop_cont_chain_and_no_desc_trunc(veth: netns.VethPair, drv: Driver) -> None:
     a, b = veth.a, veth.b
     ep = Ep(drv)
@@ -311,7 +311,7 @@ def test_snaplen_truncation_is_a_trunc_discard(veth: netns.VethPair) -> None:
         d.close()
 
 
-# ---- timestamps ------------------------------------------------------------------------------------
+# ---- timestamps ---------------------------------------------------------------------------------
 def test_software_timestamps(veth: netns.VethPair, drv: Driver) -> None:
     a, b = veth.a, veth.b
     ep = Ep(drv)
@@ -331,7 +331,7 @@ def test_hw_timestamps_refused_on_veth(veth: netns.VethPair) -> None:
         Driver.open(f"packet:{veth.a.ifname}?ts=hw")
 
 
-# ---- promiscuous mode ------------------------------------------------------------------------------
+# ---- promiscuous mode ---------------------------------------------------------------------------
 def _promiscuity(side: netns.Side) -> int:
     with netns.enter(side.netns):
         return link_info(side.ifname).promiscuity
@@ -378,7 +378,7 @@ def test_unicast_mismatch_sees_frames_for_other_macs(veth: netns.VethPair, drv: 
         dtx.close()
 
 
-# ---- TX ---------------------------------------------------------------------------------------------
+# ---- TX -----------------------------------------------------------------------------------------
 def test_tx_reaches_kernel_socket_with_good_checksums(veth: netns.VethPair, drv: Driver) -> None:
     a, b = veth.a, veth.b
     rx = _udp(b, (b.ip, 8000))
@@ -446,7 +446,7 @@ def test_transmitv_gathers_pieces(veth: netns.VethPair, drv: Driver) -> None:
     assert evs[0].rq_id == 3 and ep.vi.transmit_unbundle(evs[0]) == [9]
 
 
-# ---- VI sets: fanout ------------------------------------------------------------------------------
+# ---- VI sets: fanout ----------------------------------------------------------------------------
 @contextlib.contextmanager
 def _lo_ns() -> Iterator[str]:
     with netns.veth_pair(subnet=42) as pair:
@@ -502,7 +502,7 @@ def test_vi_set_fanout_is_symmetric_on_lo(veth: netns.VethPair) -> None:
 
 
 def test_multicast_sniff_on_two_vis(veth: netns.VethPair, drv: Driver) -> None:
-    a, b = veth.a, veth.b
+    b = veth.b
     e1, e2 = Ep(drv), Ep(drv)
     spec = FilterSpec.ip4_local("udp", "239.18.1.1", 5600).sniff()
     e1.vi.filter_add(spec)

@@ -11,7 +11,7 @@ import pytest
 
 from efvi import (DiscardReason, Driver, EventType, FilterSpec, MemoryRegion,
                   ProtectionDomain, RxFlags, SetupError, TxErrorType, UnsupportedError,
-                  VirtualInterface, VISet)
+                  VISet)
 from efvi.constants import PKT_BUF_SIZE
 from efvi.testing.conformance import Endpoint, Link, collect, send, sim_link
 from efvi.wire.build import udp_frame
@@ -31,7 +31,7 @@ def udp(link: Link, dport: int, *, dst_ip: str | None = None, dst_mac: str | Non
 
 def received(ep: Endpoint, timeout: float = 0.2) -> list[bytes]:
     out = []
-    for t, rq, ln, fl, ts, ofs in collect(ep.vi, 10**6, 0.0, quiet=0.01):
+    for t, rq, ln, _fl, _ts, ofs in collect(ep.vi, 10**6, 0.0, quiet=0.01):
         if t == int(EventType.RX):
             o = rq * PKT_BUF_SIZE + ofs
             out.append(bytes(ep.mr.mv[o:o + ln]))

@@ -64,7 +64,8 @@ def test_ping_ping6_arping_udp_answered_kernel_still_answers(pair6: netns.VethPa
         assert arp.returncode == 0 and a.mac in arp.stdout.lower(), arp.stdout + arp.stderr
         udp = b.run(sys.executable, "-c",
                     "import socket,sys\n"
-                    "for fam, host in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):\n"
+                    "for fam, host in ((socket.AF_INET, sys.argv[1]),\n"
+                    "                  (socket.AF_INET6, sys.argv[2])):\n"
                     "    s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(3)\n"
                     "    s.sendto(b'echo me', (host, 7)); d, src = s.recvfrom(100)\n"
                     "    assert d == b'echo me' and src[1] == 7, (d, src)\n"

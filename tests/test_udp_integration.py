@@ -250,7 +250,7 @@ def test_batch_example_and_its_plain_socket_twin(pair: netns.VethPair) -> None:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
             time.sleep(0.5)
-            for k in range(100):
+            for _ in range(100):
                 ks.sendto(bytes(10), (group, port))
             time.sleep(1.0)
         finally:

@@ -87,11 +87,14 @@ class _setter(Generic[P]):
         self.__doc__ = fn.__doc__
 
     @overload
-    def __get__(self, obj: None, owner: type["FilterSpec"]) -> Callable[P, "FilterSpec"]: ...
+    def __get__(self, obj: None,
+                owner: type["FilterSpec"]) -> Callable[P, "FilterSpec"]: ...
     @overload
-    def __get__(self, obj: "FilterSpec", owner: type["FilterSpec"]) -> Callable[P, "FilterSpec"]: ...
+    def __get__(self, obj: "FilterSpec",
+                owner: type["FilterSpec"]) -> Callable[P, "FilterSpec"]: ...
 
-    def __get__(self, obj: "FilterSpec | None", owner: type["FilterSpec"]) -> Callable[P, "FilterSpec"]:
+    def __get__(self, obj: "FilterSpec | None",
+                owner: type["FilterSpec"]) -> Callable[P, "FilterSpec"]:
         target = owner() if obj is None else obj
         fn = self.fn
 
@@ -457,7 +460,8 @@ def parse_filter(text: str) -> FilterSpec:
             if len(keep) == 2:
                 rh, rp = _hostport(keep[1])
                 v = ipaddress.ip_address(lh).version
-                spec = (FilterSpec.ip4_full if v == 4 else FilterSpec.ip6_full)(head, lh, lp, rh, rp)
+                full = FilterSpec.ip4_full if v == 4 else FilterSpec.ip6_full
+                spec = full(head, lh, lp, rh, rp)
             else:
                 v = ipaddress.ip_address(lh).version
                 spec = (FilterSpec.ip4_local if v == 4 else FilterSpec.ip6_local)(head, lh, lp)

@@ -345,7 +345,7 @@ def addresses(name_or_index: str | int) -> list[Address]:
     with Netlink() as nl:
         replies = nl.request(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP,
                              _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
-    for typ, body in replies:
+    for _typ, body in replies:
         fam, plen, _fl, _scope, index = _IFADDR.unpack_from(body)
         if index != idx:
             continue

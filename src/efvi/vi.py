@@ -43,7 +43,6 @@ from efvi.pio import PioRegion
 
 if TYPE_CHECKING:
     from efvi.adapters.base import HwVI
-    from efvi.memory import MemoryRegion
 
 EAGAIN = -errno.EAGAIN
 EINVAL = -errno.EINVAL

@@ -78,7 +78,8 @@ class Sender:
             info = self.driver.interface
             src = src_ip or (info.ipv4[0] if info.ipv4 else None)
             if src is None:
-                raise SetupError(f"interface {info.name} has no IPv4 address", errno=errno.EADDRNOTAVAIL,
+                raise SetupError(f"interface {info.name} has no IPv4 address",
+                                 errno=errno.EADDRNOTAVAIL,
                                  hint="add one (ip addr add ...) or pass --src-ip")
             if dst.is_multicast:
                 mac = multicast_mac(str(dst))

@@ -109,10 +109,10 @@ _NTF_USE = 0x01
 _NUD_NONE = 0x00
 _RTM_NEWNEIGH = 28
 _NDA_DST = 1
-_MAX_STALL = 2000
+_MAX_STALL = 2000  # pumps a blocking send waits for a TX buffer before giving up
 #: one PIO slot: a whole 1500-MTU frame (1514 bytes) rounded to the PIO alignment
 _PIO_SLOT = (_HDR + 1472 + PIO_ALIGN - 1) // PIO_ALIGN * PIO_ALIGN
-_JUMBO_BUFS = 5  # contiguous buffers of the jumbo TX area (10 KiB ≥ 9216 + headers)  # pumps a blocking send waits for a TX buffer before giving up
+_JUMBO_BUFS = 5  # contiguous buffers of the jumbo TX area (10 KiB ≥ 9216 + headers)
 
 
 def _ip_int(text: str, what: str) -> int:
@@ -394,7 +394,7 @@ class UdpStack:
         n = len(b)
         if not n:
             return 0
-        for t, sub, fl, _q, ofs, rq, ln, ts in b.records.tolist():
+        for t, _sub, fl, _q, ofs, rq, ln, ts in b.records.tolist():
             if t == _RX:
                 if fl & _CONT or self._chain:
                     self._chain_piece(rq, ofs, ln, ts, fl)
@@ -872,7 +872,7 @@ class UdpEndpoint:
             items = [q.popleft() for _ in range(k)]
             buf = st.buf
             dmv = memoryview(data)  # type: ignore[arg-type]
-            for j, (i, at, n, t, s, p) in enumerate(items):
+            for j, (i, at, n, _t, _s, _p) in enumerate(items):
                 o = j * stride
                 m = min(n, stride)
                 if isinstance(at, memoryview):

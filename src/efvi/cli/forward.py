@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("forward", help="forward frames between two interfaces (efforward)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("url_a", type=at.driver_url, help="receive side: xdp:IF, packet:IF or sim:PORT?wire=..")
+    p.add_argument("url_a", type=at.driver_url,
+                   help="receive side: xdp:IF, packet:IF or sim:PORT?wire=..")
     p.add_argument("url_b", type=at.driver_url, help="transmit side (same forms)")
     p.add_argument("--both", action="store_true", help="forward B to A as well")
     p.add_argument("--filter", dest="filters", action="append", default=[], metavar="SPEC",

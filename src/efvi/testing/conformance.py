@@ -290,7 +290,10 @@ class AdapterConformance:
             for flag, name in ((ViFlags.RX_TIMESTAMPS, "rx_timestamps"),
                                (ViFlags.TX_TIMESTAMPS, "tx_timestamps"),
                                (ViFlags.RX_ZEROCOPY, "zero_copy")):
-                check(getattr(caps, name), lambda f=flag: VirtualInterface(pd, flags=f).close())
+                def open_close(f: ViFlags = flag) -> None:
+                    VirtualInterface(pd, flags=f).close()
+
+                check(getattr(caps, name), open_close)
             rc = vi.eventq_put(0x77)
             if caps.sw_events:
                 assert rc == 0

@@ -143,7 +143,7 @@ def enter(netns: str) -> Iterator[None]:
 
     Sockets created inside stay bound to that namespace after the block.
     """
-    own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
     try:
         if _libc.setns(target, _CLONE_NEWNET) != 0:

@@ -25,8 +25,9 @@ NIC's RX filters never see them) — unless the adapter was opened with ``dir=ou
 filter then becomes one *block*: a run of tests that jump to the next block on a
 mismatch and end in ``ret #-1`` (accept the whole frame). Blocks are OR-ed in the
 order given; the last instruction is ``ret #0``. A VI with
-``unicast_mismatch``/``multicast_mismatch`` filters gets, after its own blocks, *exclusion* blocks for the other filters of the interface (``ret
-#0``) and then its mismatch blocks: "frames nothing else wants".
+``unicast_mismatch``/``multicast_mismatch`` filters gets, after its own blocks,
+*exclusion* blocks for the other filters of the interface (``ret #0``) and then its
+mismatch blocks: "frames nothing else wants".
 
 Kind by kind (all also check ``M[2]`` when the spec has a VLAN):
 

@@ -63,7 +63,8 @@ class SimPD(HwProtectionDomain):
                 del self._bases[i]
                 return
 
-    def resolve(self, addrs: U64Array) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]] | None:
+    def resolve(self,
+                addrs: U64Array) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]] | None:
         """(memory, offsets) when every address lies in one region, else None."""
         if not self._regions:
             return None

@@ -76,8 +76,6 @@ import time
 from efvi import netutil
 from efvi.adapters.base import Adapter, Capabilities, HwProtectionDomain, InterfaceInfo
 from efvi.adapters.xdp._common import (MAX_RX_FRAME, RESERVE, RX_FLAG_HW_TS, _OPTIONS)
-
-NETDEV_XDP_ACT_RX_SG = 32
 from efvi.adapters.xdp.brokered import BrokeredProgram
 from efvi.adapters.xdp.link import InterfaceProgram
 from efvi.adapters.xdp.pd import XdpPD
@@ -87,6 +85,8 @@ from efvi.broker.client import use_broker
 from efvi.errors import SetupError, UnsupportedError
 from efvi.filters import FilterKind
 from efvi.netutil import NetnsHandle
+
+NETDEV_XDP_ACT_RX_SG = 32
 
 __all__ = ["MAX_RX_FRAME", "RX_FLAG_HW_TS", "XdpAdapter", "XdpPD", "XdpVI"]
 

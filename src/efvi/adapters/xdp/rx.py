@@ -14,11 +14,11 @@ import numpy as np
 
 from efvi.adapters.base import EventArray, U32Array, U64Array
 from efvi.adapters.xdp._common import _HW_TS_MASK, _SCALAR_RX, M32, RX_FLAG_HW_TS
-
-_CONT = 0x2  # RxFlags.CONT
 from efvi.adapters.xdp.vibase import XdpVIBase
 from efvi.adapters.xdp.xsk import (ADDR_MASK, OFFSET_SHIFT, XDP_PKT_CONTD, XDP_RING_NEED_WAKEUP,
                                    Ring, XskSocket)
+
+_CONT = 0x2  # RxFlags.CONT
 
 
 class RxPath(XdpVIBase):
