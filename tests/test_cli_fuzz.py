@@ -53,7 +53,8 @@ except ImportError:
 
 def _commands() -> Iterator[tuple[str, argparse.ArgumentParser]]:
     """(name, parser) of every leaf command (``pcap info`` as ``pcap info``)."""
-    def walk(prefix: str, p: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    def walk(prefix: str,
+             p: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
         subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
         if not subs:
             yield prefix.strip(), p

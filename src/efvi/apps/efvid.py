@@ -302,7 +302,7 @@ class Broker:
         sess.held[hid] = Held("xdp", iface, adapter, grants)
         log.info("grant %s: xdp:%s%s (grant %s)", c, iface,
                  "" if queue is None else f"@{queue}", grants[0].name)
-        p = getattr(adapter, "program")  # an XdpAdapter: its interface program
+        p = adapter.program  # type: ignore[attr-defined]  # an XdpAdapter: its program
         return {"adapter": hid, "mode": p.mode, "hw_kfunc": p.hw_kfunc, "hw_note": p.hw_note,
                 "frags": p.frags}
 
