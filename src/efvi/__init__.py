@@ -39,7 +39,7 @@ _EXPORTS: dict[str, str] = {
     "parse_filter": "efvi.filters",
     "MemoryRegion": "efvi.memory",
     "FilterCookie": "efvi.filter_book",
-    "ViFlags": "efvi.vi",
+    "ViFlags": "efvi.viflags",
     "VirtualInterface": "efvi.vi",
     "VISet": "efvi.viset",
 }
@@ -82,6 +82,6 @@ if TYPE_CHECKING:
     from efvi.filters import FilterSpec as FilterSpec
     from efvi.filters import parse_filter as parse_filter
     from efvi.memory import MemoryRegion as MemoryRegion
-    from efvi.vi import ViFlags as ViFlags
+    from efvi.viflags import ViFlags as ViFlags
     from efvi.vi import VirtualInterface as VirtualInterface
     from efvi.viset import VISet as VISet

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
-from enum import IntFlag
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,7 +38,11 @@ from efvi.errors import ClosedError, SetupError, UnsupportedError
 from efvi.events import Event, EventBatch, EventType, event_array
 from efvi.filter_book import FilterBook, FilterCookie
 from efvi.filters import FilterSpec
+from efvi._ring import ring_span as _ring_span
+from efvi._ring import ring_store as _ring_store
 from efvi.pio import PioRegion
+from efvi.viflags import ViFlags
+from efvi.viflags import check_flags as _check_flags
 
 if TYPE_CHECKING:
     from efvi.adapters.base import HwVI
@@ -57,48 +60,6 @@ U32Array = npt.NDArray[np.uint32]
 
 __all__ = ["EAGAIN", "EBADF", "EINVAL", "FilterCookie", "PioRegion", "ViFlags",
            "VirtualInterface"]
-
-
-class ViFlags(IntFlag):
-    """``flags=`` of :class:`VirtualInterface` (ef_vi's ``EF_VI_*`` values).
-
-    Each is checked against the adapter's :class:`~efvi.adapters.base.Capabilities`
-    at allocation: asking for what the adapter lacks raises UnsupportedError naming
-    an adapter that has it; any other bit raises SetupError.
-    """
-
-    DEFAULT = 0
-    #: RX events carry ``ts_ns`` (every adapter stamps RX; ``capabilities.rx_timestamps``)
-    RX_TIMESTAMPS = 0x10000
-    #: TX completions carry ``ts_ns`` (``capabilities.tx_timestamps``: sim; packet,
-    #: from the socket's ``SO_TIMESTAMPING`` error queue, one TX event per frame)
-    TX_TIMESTAMPS = 0x20000
-    #: the NIC writes into the registered memory directly (``capabilities.zero_copy``)
-    RX_ZEROCOPY = 0x4000000
-    #: RX events may come late and in batches, for throughput: on ``packet`` a
-    #: TPACKET_V3 block ring (one wake-up per block, ``retire_ms``); no effect elsewhere
-    RX_EVENT_MERGE = 0x200000
-
-
-_FLAG_CAPS = {ViFlags.RX_TIMESTAMPS: ("rx_timestamps", "sim"),
-              ViFlags.TX_TIMESTAMPS: ("tx_timestamps", "sim or packet"),
-              ViFlags.RX_ZEROCOPY: ("zero_copy", "sim or xdp (zerocopy=1)")}
-
-
-def _check_flags(pd: ProtectionDomain, flags: int) -> ViFlags:
-    known = 0
-    for f in ViFlags:
-        known |= f
-    if not isinstance(flags, int) or flags < 0 or flags & ~known:
-        raise SetupError(
-            f"VI flags {flags!r} include unknown bits", errno=errno.EINVAL,
-            hint="combine ViFlags." + ", ViFlags.".join(
-                str(f.name) for f in ViFlags if f.name))
-    out = ViFlags(flags)
-    for flag, (cap, who) in _FLAG_CAPS.items():
-        if out & flag:
-            pd.driver.require(cap, who_has=who)
-    return out
 
 
 class VirtualInterface:
@@ -658,22 +619,3 @@ class VirtualInterface:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _ring_span(addr: U64Array, ids: U32Array, lo: int, hi: int,
-               mask: int) -> tuple[U64Array, U32Array]:
-    a, b = lo & mask, hi & mask
-    if a < b:
-        return addr[a:b], ids[a:b]
-    idx = np.arange(lo, hi, dtype=np.int64) & mask
-    return addr[idx], ids[idx]
-
-
-def _ring_store(ring: npt.NDArray[np.generic], start: int, mask: int,
-                values: npt.NDArray[np.generic]) -> None:
-    n = values.shape[0]
-    a = start & mask
-    first = min(n, mask + 1 - a)
-    ring[a:a + first] = values[:first]
-    if first < n:
-        ring[:n - first] = values[first:]
