@@ -45,7 +45,6 @@ LAYERS: dict[str, str] = {
     "efvi.replay": "apps",
     "efvi": "core",              # the package itself, driver, vi, viset, pio, memory, ...
     "efvi.adapters": "adapters",
-    "efvi.broker": "adapters",   # the adapters' client of efvid (protocol, policy, specs)
     "efvi.filters": "model",     # the vocabulary core and adapters share (ef_vi's headers):
     "efvi.events": "model",      # filter specs, event records and codes
     "efvi.broker": "model",      # efvid's protocol, policy and client (adapters use it)

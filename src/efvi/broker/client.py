@@ -66,10 +66,9 @@ class BrokerClient:
         except OSError as exc:
             s.close()
             if exc.errno in (_errno.ENOENT, _errno.ECONNREFUSED):
-                raise SetupError(  # the cause is the missing privilege: EPERM
-                    f"this process lacks the privileges for the adapter (CAP_NET_RAW, "
-                    f"CAP_NET_ADMIN, CAP_BPF as it needs) and efvid is not running "
-                    f"(nothing listens on {self.path})", errno=_errno.EPERM,
+                raise SetupError(
+                    f"this process lacks the privileges for the adapter and efvid is not "
+                    f"running (nothing listens on {self.path})", errno=exc.errno,
                     hint="start the broker as root: `systemctl enable --now efvid` or "
                          "`efvi daemon &` (or run this command as root)") from None
             if exc.errno == _errno.EACCES:
