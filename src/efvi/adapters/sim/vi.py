@@ -431,7 +431,8 @@ class SimVI(HwVI):
         self._event(_TX, 0, self._tx_done & 0xFFFFFFFF, 0, ts)
 
     def _complete(self, ends: I64, ts: I64, etype: int, subtype: int) -> None:
-        """TX events, one per ≤ 64 packets (one per packet with TX timestamps on); rq_id = descriptors completed (mod 2**32)."""
+        """TX events, one per ≤ 64 packets (one per packet with TX timestamps on);
+        rq_id = descriptors completed (mod 2**32)."""
         npk = int(ends.shape[0])
         step = 1 if self._tx_each else EF_VI_TRANSMIT_BATCH
         last = np.arange(step - 1, npk, step, dtype=np.int64)
