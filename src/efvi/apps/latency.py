@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from efvi.apps.udp import UdpEndpoint, UdpStack, _TxTemplate
+from efvi.apps.udp import UdpEndpoint, UdpStack
+from efvi.apps.udp_frames import TxTemplate
 from efvi.constants import PIO_ALIGN, PKT_BUF_SIZE
 from efvi.errors import SetupError
 from efvi.events import EventType
@@ -96,7 +97,7 @@ def parse_sizes(text: str) -> list[int]:
     return out
 
 
-def _frame(t: _TxTemplate, paylen: int) -> bytes:
+def _frame(t: TxTemplate, paylen: int) -> bytes:
     """A whole frame from a header template (IPv4 and UDP checksums filled in)."""
     from efvi.wire.checksum import ones_sum
     payload = bytes((i * 7) & 0xFF for i in range(paylen))
@@ -141,7 +142,7 @@ class EfviSide:
         self._held: deque[tuple[int, int, int, int]] = deque()
 
     # -- frames --
-    def stage(self, t: _TxTemplate, paylen: int) -> tuple[int, int]:
+    def stage(self, t: TxTemplate, paylen: int) -> tuple[int, int]:
         """Build the frame for ``paylen`` once, in a TX buffer or the PIO area."""
         frame = _frame(t, paylen)
         if len(frame) > PKT_BUF_SIZE:
@@ -358,7 +359,7 @@ def _reply_frame(side: EfviSide, mv: memoryview, b: int, ln: int) -> tuple[int, 
     sport = int.from_bytes(mv[b + 14 + ihl:b + 16 + ihl], "big")
     ulen = int.from_bytes(mv[b + 18 + ihl:b + 20 + ihl], "big")
     peer = (socket.inet_ntoa(src.to_bytes(4, "big")), sport)
-    t = _TxTemplate(bytes(mv[b + 6:b + 12]), side.st.info.mac, side.ep._lip, src,
+    t = TxTemplate(bytes(mv[b + 6:b + 12]), side.st.info.mac, side.ep._lip, src,
                     side.cfg.port, sport, 64)
     side.peer = peer
     return side.stage(t, ulen - 8)
