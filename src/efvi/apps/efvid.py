@@ -375,6 +375,8 @@ class Broker:
         h.sockets[sid] = s
         h.queues.add(q)
         self.queue_holders[(h.iface, q)] = c.pid
+        if sizes["fill_size"]:
+            a.program.hold_queue(q, c.pid)  # the record `efvi info` shows
         log.info("grant %s: AF_XDP socket on %s queue %d", c, h.iface, q)
         return {"socket": sid, "zerocopy": s.zerocopy}, [s.fd]
 
@@ -555,6 +557,8 @@ class Broker:
         for q in h.queues:
             if self.queue_holders.get((h.iface, q)) == sess.caller.pid:
                 del self.queue_holders[(h.iface, q)]
+                if h.kind == "xdp":
+                    _quiet(a.program.hold_queue, q, 0)
         _quiet(a.close)
         for u in h.umems.values():
             _quiet(u.mm.close)

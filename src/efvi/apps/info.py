@@ -79,7 +79,27 @@ def _owner(prog_id: int) -> dict[str, Any] | None:
         pid = int(name[5:])
         info["efvi_pid"] = pid
         info["owner_alive"] = os.path.exists(f"/proc/{pid}")
+        info["queue_holders"] = _queue_holders(prog_id)
     return info
+
+
+def _queue_holders(prog_id: int) -> list[dict[str, Any]] | None:
+    """Which process holds which RX queue (AF_XDP allows one fill ring, so one
+    socket, per queue): the owner records in efvi's program's config map. None when
+    they cannot be read (an older efvi's program, or no CAP_BPF here)."""
+    from efvi.adapters.xdp.link import queue_holders
+    held = queue_holders(prog_id)
+    if held is None:
+        return None
+    out = []
+    for q, pid in sorted(held.items()):
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                comm: str | None = f.read().strip()
+        except OSError:
+            comm = None
+        out.append({"queue": q, "pid": pid, "alive": comm is not None, "comm": comm})
+    return out
 
 
 def describe(li: netutil.LinkInfo, with_packet: bool = True) -> dict[str, Any]:

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from efvi import Driver, EventType, FilterSpec, MemoryRegion, ProtectionDomain, VISet
+from efvi import (Driver, EventType, FilterSpec, MemoryRegion, ProtectionDomain, VISet,
+                  VirtualInterface)
 from efvi.constants import PKT_BUF_SIZE
 from efvi.wire.classify import classify
 
-__all__ = ["RssCounter", "RssRunner", "RssStats", "default_filters", "flow_keys"]
+__all__ = ["RssCounter", "RssRunner", "RssStats", "default_filters", "flow_keys", "poll_count"]
 
 _RX = int(EventType.RX)
 _DISCARD = int(EventType.RX_DISCARD)
@@ -92,6 +93,8 @@ class RssCounter:
         self.stats = RssStats([0] * n, [0] * n)
         self._home: dict[int, int] = {}  # flow key -> first VI
         self._split: set[int] = set()
+        #: flow keys first seen since the last :meth:`take_new_flows` (workers report them)
+        self.new_flows: list[int] = []
 
     def add(self, vi: int, frames: npt.NDArray[np.uint8], lens: npt.NDArray[np.integer]) -> None:
         """Count ``len(frames)`` frames received by VI ``vi``. Cost: one
@@ -108,11 +111,57 @@ class RssCounter:
             h = home.get(k)
             if h is None:
                 home[k] = vi
+                self.new_flows.append(k)
                 st.flows += 1
                 st.flows_per_vi[vi] += 1
             elif h != vi and k not in split:
                 split.add(k)
                 st.split_flows += 1
+
+    def take_new_flows(self) -> list[int]:
+        """The flow keys first seen since the last call (and forget them)."""
+        out, self.new_flows = self.new_flows, []
+        return out
+
+    def merge(self, vi: int, keys: Sequence[int]) -> None:
+        """Count flows another counter saw on VI ``vi`` (its :meth:`take_new_flows`):
+        how a parent joins its workers' flows to find the ones split over VIs."""
+        home, split, st = self._home, self._split, self.stats
+        for k in keys:
+            h = home.get(k)
+            if h is None:
+                home[k] = vi
+                st.flows += 1
+                st.flows_per_vi[vi] += 1
+            elif h != vi and k not in split:
+                split.add(k)
+                st.split_flows += 1
+
+
+def poll_count(vi: VirtualInterface, index: int, rows: npt.NDArray[np.uint8],
+               addrs: npt.NDArray[np.uint64], cols: npt.NDArray[np.int64],
+               counter: RssCounter) -> int:
+    """Poll ``vi`` once, count its frames as VI ``index`` and repost their buffers
+    (buffer id *k* is row *k* of ``rows`` at DMA address ``addrs[k]``). Returns the
+    events handled. Cost: one poll, one :meth:`RssCounter.add`, one batch post."""
+    b = vi.poll()
+    if not len(b):
+        return 0
+    t = b.type
+    rxish = (t == _RX) | (t == _DISCARD)
+    if not rxish.any():
+        return len(b)
+    ids = b.rq_id[rxish].astype(np.int64)
+    good = t[rxish] == _RX
+    counter.stats.discards += int(np.count_nonzero(~good))
+    gi = ids[good]
+    if gi.size:
+        ofs = b.ofs[rxish][good].astype(np.int64)
+        lens = b.len[rxish][good].astype(np.int64)
+        idx = np.minimum(ofs[:, None] + cols, PKT_BUF_SIZE - 1)
+        counter.add(index, rows[gi[:, None], idx], np.minimum(lens, _HEAD))
+    vi.receive_post_batch(addrs[ids], ids.astype(np.uint32))
+    return len(b)
 
 
 class RssRunner:
@@ -145,26 +194,8 @@ class RssRunner:
     def poll_once(self) -> int:
         """Poll every VI once, count and repost. Returns the events handled."""
         total = 0
-        rows, cols, counter = self.rows, self._cols, self.counter
         for i, vi in enumerate(self.set.vis):
-            b = vi.poll()
-            if not len(b):
-                continue
-            total += len(b)
-            t = b.type
-            rxish = (t == _RX) | (t == _DISCARD)
-            if not rxish.any():
-                continue
-            ids = b.rq_id[rxish].astype(np.int64)
-            good = t[rxish] == _RX
-            counter.stats.discards += int(np.count_nonzero(~good))
-            gi = ids[good]
-            if gi.size:
-                ofs = b.ofs[rxish][good].astype(np.int64)
-                lens = b.len[rxish][good].astype(np.int64)
-                idx = np.minimum(ofs[:, None] + cols, PKT_BUF_SIZE - 1)
-                counter.add(i, rows[gi[:, None], idx], np.minimum(lens, _HEAD))
-            vi.receive_post_batch(self.addrs[ids], ids.astype(np.uint32))
+            total += poll_count(vi, i, self.rows, self.addrs, self._cols, self.counter)
         return total
 
     def run(self, duration_s: float | None = None, count: int | None = None,

@@ -31,6 +31,7 @@ BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_PROG_GET_FD_BY_ID = 13
+BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_LINK_CREATE = 28
 BPF_LINK_UPDATE = 29
@@ -205,6 +206,33 @@ def prog_info(fd: int) -> dict[str, Any]:
     tag = info.raw[8:16].hex()
     name = info.raw[64:80].split(b"\0")[0].decode("utf-8", "replace")
     return {"type": ptype, "id": pid, "tag": tag, "name": name}
+
+
+def map_fd_by_id(map_id: int) -> int:
+    attr = _attr("<I", map_id)
+    return sys_bpf(BPF_MAP_GET_FD_BY_ID, attr, "map get fd by id")
+
+
+def prog_map_ids(fd: int) -> list[int]:
+    """The ids of the maps a loaded program uses (``bpf_prog_info.map_ids``)."""
+    ids = (ctypes.c_uint32 * 64)()
+    info = ctypes.create_string_buffer(256)
+    struct.pack_into("<IQ", info, 52, len(ids), ctypes.addressof(ids))
+    attr = _attr("<IIQ", fd, len(info), _addr(info))
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "obj get info (map ids)")
+    (n,) = struct.unpack_from("<I", info, 52)
+    return [int(ids[i]) for i in range(min(n, len(ids)))]
+
+
+def map_info(fd: int) -> dict[str, Any]:
+    """type, id, key/value sizes, max_entries and name of a map."""
+    info = ctypes.create_string_buffer(128)
+    attr = _attr("<IIQ", fd, len(info), _addr(info))
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "obj get info (map)")
+    mtype, mid, ks, vs, me = struct.unpack_from("<IIIII", info, 0)
+    name = info.raw[24:40].split(b"\0")[0].decode("utf-8", "replace")
+    return {"type": mtype, "id": mid, "key_size": ks, "value_size": vs, "max_entries": me,
+            "name": name}
 
 
 def prog_name_by_id(prog_id: int) -> str | None:

@@ -26,6 +26,13 @@ def _print(d: dict[str, Any]) -> None:
         who = (f"efvi pid {prog['efvi_pid']}" + ("" if prog.get("owner_alive") else " (dead)")
                if "efvi_pid" in prog else "not efvi")
         print(f"  xdp program: {d['xdp_attached']} mode, {prog['name']!r} id {prog['id']} ({who})")
+        held = prog.get("queue_holders")
+        if held:
+            print("  xdp queues held: " + ", ".join(
+                f"rx {h['queue']} by pid {h['pid']}"
+                + (f" ({h['comm']})" if h["alive"] else " (dead)") for h in held))
+        elif held is not None:
+            print("  xdp queues held: none")
     else:
         print("  xdp program: none attached")
     feats = d["xdp_features"]

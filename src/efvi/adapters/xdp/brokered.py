@@ -92,6 +92,9 @@ class BrokeredProgram:
         self._sock_ids[s.fd] = s.broker_id
         return s
 
+    def hold_queue(self, queue: int, pid: int) -> None:
+        """No-op: efvid records its clients' queues itself (with their pids)."""
+
     # ---- targets and XSKMAP slots ------------------------------------------------------
     def alloc_target(self) -> int:
         t: int = self.client.call("xdp.target", adapter=self.handle)[0]["target"]

@@ -36,7 +36,8 @@ from typing import Any
 
 from efvi.bpf import syscall as bpf
 from efvi.adapters.xdp import netlink as xnl
-from efvi.adapters.xdp.program import (FTABLE_SIZE, KEY_SIZE, KMACS_SIZE, MAX_TARGETS,
+from efvi.adapters.xdp.program import (FTABLE_SIZE, KEY_SIZE, KMACS_SIZE, MAX_QUEUES,
+                                       MAX_TARGETS,
                                        RX_TS_KFUNC, XSKMAP_SIZE, build_program, kmac_key)
 from efvi.errors import SetupError, UnsupportedError
 from efvi.netutil import NetnsHandle, link_info, multicast_macs
@@ -82,6 +83,48 @@ def _install_sigterm() -> None:
 
 
 atexit.register(_detach_all_netlink)
+
+
+# ---- queue owner records --------------------------------------------------------------------
+CONFIG_MAP = "efvi_cfg"
+
+
+def queue_holders(prog_id: int) -> dict[int, int] | None:
+    """RX queue -> pid of the process holding it, read from the config map of efvi's
+    program ``prog_id`` (written by :meth:`InterfaceProgram.hold_queue` — by the
+    process that owns the program, or by efvid for its clients). None if the program
+    is gone, not efvi's, or not readable here (needs CAP_BPF / CAP_SYS_ADMIN)."""
+    try:
+        pfd = bpf.prog_fd_by_id(prog_id)
+    except SetupError:
+        return None
+    try:
+        map_ids = bpf.prog_map_ids(pfd)
+    except SetupError:
+        return None
+    finally:
+        os.close(pfd)
+    for mid in map_ids:
+        try:
+            mfd = bpf.map_fd_by_id(mid)
+        except SetupError:
+            continue
+        try:
+            info = bpf.map_info(mfd)
+            if info["name"] != CONFIG_MAP or info["value_size"] != 8:
+                continue
+            out: dict[int, int] = {}
+            for q in range(max(0, int(info["max_entries"]) - 1)):
+                v = bpf.map_lookup(mfd, struct.pack("<I", 1 + q), 8)
+                pid = struct.unpack("<Q", v)[0] if v else 0
+                if pid:
+                    out[q] = int(pid)
+            return out
+        except SetupError:
+            return None
+        finally:
+            os.close(mfd)
+    return None
 
 
 # ---- the program --------------------------------------------------------------------------
@@ -178,11 +221,15 @@ class InterfaceProgram:
         if name.startswith("efvi_") and name[5:].isdigit():
             pid = int(name[5:])
             if pid != os.getpid() and _pid_alive(pid):
+                held = queue_holders(li.xdp_prog_id) or {}
+                queues = "".join(f"; RX queue {q} held by pid {p}"
+                                 for q, p in sorted(held.items()))
                 raise SetupError(
                     f"{self.ifname} is in use by efvi process {pid} (XDP program "
-                    f"{name}, id {li.xdp_prog_id})", errno=_errno.EBUSY,
-                    hint=f"stop process {pid}: one process drives an interface at a time "
-                         "(its VIs share one program)")
+                    f"{name}, id {li.xdp_prog_id}{queues})", errno=_errno.EBUSY,
+                    hint=f"stop process {pid}: one process drives an interface's program "
+                         "(its VIs share it); for several processes on one interface, one "
+                         "per RX queue, run efvid and open xdp:IF@Q?broker=1 in each")
             force = True  # a leftover of a dead efvi run: safe to clear
         elif not force:
             raise SetupError(
@@ -200,7 +247,10 @@ class InterfaceProgram:
             ) from None
 
     def _create_maps(self) -> None:
-        self.fds["config"] = bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, 8, 1, "efvi_cfg")
+        # entry 0: the presence mask the program reads; 1 + q: the pid holding RX
+        # queue q (0: free) — the owner record `efvi info` reads (see queue_holders)
+        self.fds["config"] = bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, 8, 1 + MAX_QUEUES,
+                                            CONFIG_MAP)
         self.fds["ftable"] = bpf.map_create(bpf.BPF_MAP_TYPE_HASH, KEY_SIZE, 4, FTABLE_SIZE,
                                             "efvi_filters")
         self.fds["kmacs"] = bpf.map_create(bpf.BPF_MAP_TYPE_HASH, 8, 4, KMACS_SIZE,
@@ -383,6 +433,13 @@ class InterfaceProgram:
     def clear_slot(self, slot: int) -> None:
         if self.slots.pop(slot, None) is not None and "xsks" in self.fds:
             bpf.map_delete(self.fds["xsks"], struct.pack("<I", slot))
+
+    def hold_queue(self, queue: int, pid: int) -> None:
+        """Record ``pid`` as the holder of RX ``queue`` (0: free) in the program's
+        config map, where every process can read it (:func:`queue_holders`)."""
+        if "config" in self.fds and 0 <= queue < MAX_QUEUES:
+            bpf.map_update(self.fds["config"], struct.pack("<I", 1 + queue),
+                           struct.pack("<Q", pid))
 
     def _write_presence(self) -> None:
         mask = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import errno as _errno
+import os
 import select
 from typing import TYPE_CHECKING
 
@@ -129,6 +130,8 @@ class XdpVIBase(HwVI):
             pd.sockets.append(s)
             self.socks[q] = s
             owners[q] = self
+            if rx_size:
+                self.prog.hold_queue(q, os.getpid())
             if self.adapter.busy_poll and rx_size:
                 self.busy_poll_on = s.set_busy_poll(self.adapter.busy_poll,
                                                     self.adapter.busy_budget)
@@ -180,6 +183,11 @@ class XdpVIBase(HwVI):
                     pass
             if owners.get(q) is self:
                 del owners[q]
+                if any(rq == q for rq, _ in self.rx_socks):
+                    try:
+                        self.prog.hold_queue(q, 0)
+                    except SetupError:
+                        pass
             if s in self.pd.sockets:
                 self.pd.sockets.remove(s)
             s.close()
