@@ -184,6 +184,7 @@ class Receiver:
     requires: Callable[[], str | None]  # None if available, else the reason
     code: str = ""  # Python snippet (see module doc); "" for tcpdump
     drain: bool = False  # supports the drain measurement
+    path: str = ""  # how it receives (the table's "path" column: XDP mode, ring kind)
 
 
 def _have_module(mod: str) -> Callable[[], str | None]:
@@ -201,16 +202,20 @@ def _have_adapter(name: str) -> Callable[[], str | None]:
 
 RECEIVERS: list[Receiver] = [
     Receiver("efvi xdp (batch)", _have_adapter("xdp"),
-             _EFVI_RX.format(url="xdp:{IF}?mode=skb", batch=1), drain=True),
+             _EFVI_RX.format(url="xdp:{IF}?mode=skb", batch=1), drain=True,
+             path="AF_XDP copy, XDP skb (generic) mode"),
     Receiver("efvi xdp (per-packet)", _have_adapter("xdp"),
-             _EFVI_RX.format(url="xdp:{IF}?mode=skb", batch=0), drain=True),
+             _EFVI_RX.format(url="xdp:{IF}?mode=skb", batch=0), drain=True,
+             path="AF_XDP copy, XDP skb (generic) mode"),
     Receiver("efvi packet (batch)", _have_adapter("packet"),
-             _EFVI_RX.format(url="packet:{IF}", batch=1), drain=True),
-    Receiver("efvi.udp recv_batch (xdp)", _have_adapter("xdp"), _UDP_BATCH),
-    Receiver("tcpdump -w", _have_tool("tcpdump", "tcpdump")),
-    Receiver("pcapy-ng", _have_module("pcapy"), _PCAPY),
-    Receiver("python AF_PACKET loop", lambda: None, _AF_PACKET),
-    Receiver("scapy sniff", _have_module("scapy"), _SCAPY),
+             _EFVI_RX.format(url="packet:{IF}", batch=1), drain=True,
+             path="AF_PACKET TPACKET_V2 ring"),
+    Receiver("efvi.udp recv_batch (xdp)", _have_adapter("xdp"), _UDP_BATCH,
+             path="AF_XDP copy, XDP skb (generic) mode"),
+    Receiver("tcpdump -w", _have_tool("tcpdump", "tcpdump"), path="libpcap (TPACKET_V3)"),
+    Receiver("pcapy-ng", _have_module("pcapy"), _PCAPY, path="libpcap (TPACKET_V3)"),
+    Receiver("python AF_PACKET loop", lambda: None, _AF_PACKET, path="AF_PACKET recv()"),
+    Receiver("scapy sniff", _have_module("scapy"), _SCAPY, path="AF_PACKET recv() (scapy)"),
 ]
 
 
@@ -366,9 +371,10 @@ def rate_receivers(xdp_mode: str) -> list[RateReceiver]:
                              lambda side: [tp, side.ifname, str(PORT)] if tp else None, why_tp))
     rows.append(RateReceiver("efvi sink packet:", "C TPACKET_V3 (tpv3_rx.c)",
                              _efvi_sink("packet:{IF}", sniff=True)))
-    rows.append(RateReceiver("C AF_XDP poll() (afxdp_rx.c)", "",
+    xm = f" (XDP {xdp_mode} mode)"
+    rows.append(RateReceiver("C AF_XDP poll() (afxdp_rx.c)" + xm, "",
                              lambda side: [xs, side.ifname, xdp_mode] if xs else None, why_xs))
-    rows.append(RateReceiver("efvi sink xdp:", "C AF_XDP poll() (afxdp_rx.c)",
+    rows.append(RateReceiver("efvi sink xdp:" + xm, "C AF_XDP poll() (afxdp_rx.c)" + xm,
                              _efvi_sink(f"xdp:{{IF}}?mode={xdp_mode}")))
     if shutil.which("tcpdump"):
         rows.append(RateReceiver("tcpdump -w /dev/null", "C TPACKET_V3 (tpv3_rx.c)",
@@ -506,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.rate:
         return main_rate(args)
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str, str]] = []
     with netns.veth_pair(subnet=90) as pair:
         gen = Generator(pair)
         print(f"generator: {gen.name}; {args.n} x {len(gen.frame)}-byte UDP frames; "
@@ -517,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 missing = rcv.requires()
                 if missing:
-                    rows.append((rcv.name, "skipped", "", "", missing))
+                    rows.append((rcv.name, rcv.path, "skipped", "", "", missing))
                     continue
                 try:
                     r = run_one(pair, gen, rcv, args.n)
@@ -528,15 +534,16 @@ def main(argv: list[str] | None = None) -> int:
                         d = run_one(pair, gen, rcv, args.n, drain=args.drain)
                         if "drain_pps" in d:
                             drain = f"{float(d['drain_pps']) / 1e6:.2f} Mpps"  # type: ignore[arg-type]
-                    rows.append((rcv.name, f"{got}/{args.n}", f"{loss:.2f}%",
+                    rows.append((rcv.name, rcv.path, f"{got}/{args.n}", f"{loss:.2f}%",
                                  f"{float(r['gen_pps']) / 1e3:.0f} kpps", drain))  # type: ignore[arg-type]
                 except Exception as exc:  # noqa: BLE001 - one failing row must not hide others
-                    rows.append((rcv.name, "error", "", "", str(exc).splitlines()[-1][:60]))
+                    rows.append((rcv.name, rcv.path, "error", "", "",
+                                 str(exc).splitlines()[-1][:60]))
         finally:
             gen.close()
     print()
-    print("| receiver | received/sent | loss | generator rate | drain rate |")
-    print("|---|---|---|---|---|")
+    print("| receiver | path | received/sent | loss | generator rate | drain rate |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
     return 0
