@@ -272,3 +272,46 @@ def test_data_path_returns_einval_and_ebadf(kind: str) -> None:
             ep.close()
         finally:
             drv.close()
+
+
+# ---- xdp: busy polling, TX kicks the kernel refuses --------------------------------------
+
+@pytest.mark.integration
+def test_xdp_busy_poll_and_refused_tx_kicks(xpair: netns.VethPair,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from efvi.adapters.xdp.xsk import XskSocket
+    a, b = xpair.a, xpair.b
+    with netns.enter(a.netns):
+        drv = Driver.open(f"xdp:{a.ifname}?busy_poll=20&busy_budget=16")
+    try:
+        ep = Endpoint(drv, 64, 64, 64)
+        ep.vi.filter_add(FilterSpec.ip4_local("udp", a.ip, 5153))
+        ep.post(range(32))
+        assert ep.vi.stats()["busy_poll"] == 1  # root: the kernel takes SO_BUSY_POLL
+        with netns.enter(b.netns):
+            import socket as _s
+            tx = _s.socket(_s.AF_INET, _s.SOCK_DGRAM)
+        for i in range(5):
+            tx.sendto(b"bp%d" % i, (a.ip, 5153))
+        tx.close()
+        assert len([g for g in collect(ep.vi, 5, 5.0) if g[0] == int(EventType.RX)]) == 5
+        # the kernel refuses TX wake-ups: ENOBUFS is retried, EIO counted, frames complete
+        results = iter([errno.ENOBUFS, errno.EIO])
+        real = XskSocket.kick_tx
+        monkeypatch.setattr(XskSocket, "kick_tx",
+                            lambda self: next(results, None) or real(self))
+        fs = _frames_for(b.mac, a.mac, a.ip, b.ip, 9)(0)[:8]
+        send(ep, fs)
+        deadline = time.monotonic() + 5
+        while ep.vi.stats()["tx_packets"] < 8 and time.monotonic() < deadline:
+            ep.vi.transmit_completed(ep.vi.poll())
+            ep.vi.eventq_wait(1_000_000)
+        st = ep.vi.stats()
+        assert st["tx_packets"] == 8 and st["tx_kick_errors"] >= 1, st
+        assert ep.vi.eventq_put(5) == 0
+        t0 = time.monotonic()
+        ep.vi.eventq_wait(10_000_000_000)  # a software event is pending: no sleep
+        assert time.monotonic() - t0 < 5.0
+        ep.close()
+    finally:
+        drv.close()

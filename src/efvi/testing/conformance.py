@@ -402,6 +402,34 @@ class AdapterConformance:
         assert all(e.sop and not e.cont for e in evs)
         assert rx.vi.receive_fill_level() == 6
 
+    def test_poll_rx1_one_frame_path(self, link: Link, eps: tuple[Endpoint, Endpoint]) -> None:
+        """``poll_rx1`` hands over whole frames one by one (id, ``rx1`` = ofs, len, ts) or
+        says -2 "take it with poll()"; together they deliver every frame once, in order."""
+        tx, rx = eps
+        rx.vi.filter_add(spec_for(link, FilterSpec.ip4_local("udp", link.rx_ip, self.port + 9)))
+        assert rx.vi.poll_rx1() in (-1, -2)  # nothing waits (-2: no one-frame path here)
+        rx.post(range(16))
+        fs = frames(link, 10, self.port + 9)
+        send(tx, fs)
+        seqs: list[int] = []
+        deadline = time.monotonic() + link.timeout
+        while len(seqs) < 10 and time.monotonic() < deadline:
+            i = rx.vi.poll_rx1()
+            if i >= 0:
+                ofs, ln, ts = rx.vi.rx1
+                assert 0 <= i < 16 and ln in (len(fs[0]), max(len(fs[0]), 60))
+                assert ts > 0 or not link.rx.capabilities.rx_timestamps
+                seqs.append(payload_seq(rx, i, ofs))
+            elif i == -2:  # not the one-frame case: the batch poll takes it
+                got: list[tuple[int, int, int, int, int, int]] = []
+                _extend(got, rx.vi.poll())
+                seqs += [payload_seq(rx, rq, of) for t, rq, _, _, _, of in got
+                         if t == int(EventType.RX)]
+            else:
+                assert i == -1
+        assert seqs == list(range(10)), seqs
+        assert rx.vi.receive_fill_level() == 6 and rx.vi.stats()["rx_packets"] >= 10
+
     def test_filter_del_stops_delivery(self, link: Link, eps: tuple[Endpoint, Endpoint]) -> None:
         tx, rx = eps
         cookie = rx.vi.filter_add(spec_for(link, FilterSpec.ip4_local("udp", link.rx_ip,

@@ -48,7 +48,8 @@ class RxPath(PacketVIBase):
         general path (VLAN tag, truncation, longer than a buffer, no buffer): harvest."""
         r = self._rx
         if r is None or self.closed:
-            return -1
+            # TPACKET_V3 blocks have no one-frame path: poll() takes their frames
+            return -2 if self._blocks is not None and not self.closed else -1
         if self._np > self._ph or self._blocks is not None:
             return -2  # events pending, or a TPACKET_V3 ring: harvest
         cur = self._cur

@@ -20,7 +20,7 @@ _KICK_LIMIT = 64
 _TX = int(EventType.TX)
 _TXERR = int(EventType.TX_ERROR)
 _SW = int(EventType.SW)
-_OPTIONS = {"mode", "zerocopy", "force", "ts", "broker"}
+_OPTIONS = {"mode", "zerocopy", "force", "ts", "broker", "busy_poll", "busy_budget"}
 #: RX event flag (xdp adapter): ``ts_ns`` is a hardware stamp from the NIC's clock
 RX_FLAG_HW_TS = 0x100
 _HW_TS_MASK = (1 << 63) - 1

@@ -114,7 +114,7 @@ class XdpAdapter(Adapter):
         if unknown:
             raise SetupError(f"unknown xdp option(s) {sorted(unknown)}", errno=_errno.EINVAL,
                              hint="options: mode=auto|drv|skb, zerocopy=auto|0|1, force=1, "
-                                  "ts=auto|sw|hw")
+                                  "ts=auto|sw|hw, busy_poll=USEC, busy_budget=N")
         if not iface:
             raise SetupError("xdp needs an interface: xdp:IFNAME[@QUEUE]", errno=_errno.EINVAL)
         self.mode = options.get("mode", "auto").lower()
