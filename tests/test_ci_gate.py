@@ -12,7 +12,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from areas import FEATURES, area_of, feature_missing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,10 +90,11 @@ def _run_suite(tmp: Path, body: str) -> tuple[int, str, dict[str, object]]:
     env.pop("EFVI_INTEGRATION_REPORT", None)
     env.pop("COVERAGE_PROCESS_CONFIG", None)
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        str(tmp)], capture_output=True, text=True, cwd=tmp, env=env, timeout=120)
+                        str(tmp)], check=False, capture_output=True, text=True, cwd=tmp,
+                       env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     g = subprocess.run([sys.executable, str(GATE), str(tmp / "report.json")],
-                       capture_output=True, text=True, timeout=60)
+                       check=False, capture_output=True, text=True, timeout=60)
     return g.returncode, g.stdout + g.stderr, json.loads((tmp / "report.json").read_text())
 
 

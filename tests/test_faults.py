@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,16 +22,21 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+from xdp_helpers import no_xdp_left, skip_unless_xdp, xdp_attached
 
-from efvi import (Driver, EventType, FilterSpec, MemoryRegion, ProtectionDomain, SetupError,
-                  VirtualInterface)
+from efvi import (
+    Driver,
+    EventType,
+    FilterSpec,
+    MemoryRegion,
+    ProtectionDomain,
+    SetupError,
+)
 from efvi import memory as memory_mod
 from efvi.constants import PKT_BUF_SIZE
 from efvi.testing import netns
 from efvi.testing.conformance import Endpoint, collect, send, sim_link
 from efvi.wire.build import udp_frame
-
-from xdp_helpers import no_xdp_left, skip_unless_xdp, xdp_attached
 
 # ---- xdp: netlink fallback and its SIGTERM/exit cleanup --------------------------------
 
@@ -82,7 +88,7 @@ def test_netlink_fallback_is_cleaned_up(xpair: netns.VethPair, how: str) -> None
         assert line.startswith(b"ready"), (p.stderr.read() if p.stderr else b"")
         if how == "sigterm":
             assert "xdp" in xdp_attached(a)  # attached through netlink, no bpf_link
-            kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+            kids = subprocess.run(["pgrep", "-P", str(p.pid)], check=False, capture_output=True,
                                   text=True).stdout.split()  # if `ip netns exec` forked
             for pid in [*kids, str(p.pid)]:
                 os.kill(int(pid), signal.SIGTERM)
@@ -222,16 +228,15 @@ def test_packet_tx_retries_after_enobufs_and_counts_real_kick_errors(
 
 def test_mlock_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory_mod, "_lock", lambda buf, n: errno.EPERM)
-    with sim_link() as lk:
-        with ProtectionDomain(lk.rx) as pd:
-            mr = MemoryRegion(pd, 8 * PKT_BUF_SIZE)  # optional here: unlocked, usable
-            assert mr.locked is False and "unlocked" in repr(mr)
-            mr.mv[0:4] = b"abcd"
-            monkeypatch.setattr(type(lk.rx.adapter), "requires_locked_memory", True)
-            with pytest.raises(SetupError) as ei:
-                MemoryRegion(pd, 8 * PKT_BUF_SIZE)
-            assert ei.value.errno == errno.EPERM and "CAP_IPC_LOCK" in ei.value.hint
-            assert "ulimit -l" in ei.value.hint and len(pd.regions) == 1
+    with sim_link() as lk, ProtectionDomain(lk.rx) as pd:
+        mr = MemoryRegion(pd, 8 * PKT_BUF_SIZE)  # optional here: unlocked, usable
+        assert mr.locked is False and "unlocked" in repr(mr)
+        mr.mv[0:4] = b"abcd"
+        monkeypatch.setattr(type(lk.rx.adapter), "requires_locked_memory", True)
+        with pytest.raises(SetupError) as ei:
+            MemoryRegion(pd, 8 * PKT_BUF_SIZE)
+        assert ei.value.errno == errno.EPERM and "CAP_IPC_LOCK" in ei.value.hint
+        assert "ulimit -l" in ei.value.hint and len(pd.regions) == 1
 
 
 # ---- data-path EINVAL/EBADF returns on the kernel adapters -------------------------------
@@ -315,3 +320,33 @@ def test_xdp_busy_poll_and_refused_tx_kicks(xpair: netns.VethPair,
         ep.close()
     finally:
         drv.close()
+
+
+@pytest.mark.integration
+def test_netlink_errors_and_owner_liveness(xpair: netns.VethPair) -> None:
+    from efvi.adapters.xdp import link as xlink
+    from efvi.adapters.xdp import netlink as xnl
+    from efvi.bpf import ebpf
+    from efvi.bpf import syscall as bpf
+    assert xlink._pid_alive(os.getpid()) and xlink._pid_alive(1)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert not xlink._pid_alive(dead.pid)  # a leftover program of a dead owner is cleared
+    a = ebpf.Asm()
+    a.ret(ebpf.XDP_PASS)
+    fd = bpf.prog_load(a.assemble(), name="t_pass")
+    try:
+        with netns.enter(xpair.a.netns):
+            idx = socket.if_nametoindex(xpair.a.ifname)
+            xnl.detach(idx)  # nothing attached: a no-op
+            with pytest.raises(SetupError) as ei:
+                xnl.attach(1 << 30, fd, "skb")  # no such interface
+            assert ei.value.errno == errno.ENODEV and "netlink XDP attach" in str(ei.value)
+            xnl.attach(idx, fd, "skb")
+            with pytest.raises(SetupError) as ei:  # UPDATE_IF_NOEXIST: no silent replace
+                xnl.attach(idx, fd, "skb")
+            assert ei.value.errno == errno.EBUSY
+            xnl.detach(idx)  # mode from the link: skb
+        assert xdp_attached(xpair.a) == ""
+    finally:
+        os.close(fd)
