@@ -52,6 +52,7 @@ LAYERS: dict[str, str] = {
     "efvi.pcap": "support",
     "efvi.bpf": "support",
     "efvi.netutil": "support",
+    "efvi.netns": "support",     # namespaces and veth pairs (efvi lab, test fixtures)
     "efvi.hwts": "support",
     "efvi.errors": "base",       # everything may raise efvi errors
     "efvi.constants": "base",

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "latency": "efvi.cli.latency",
     "capture": "efvi.cli.capture",
     "daemon": "efvi.cli.daemon",
+    "lab": "efvi.cli.lab",
 }
 #: the modules, for code that iterates them
 COMMAND_MODULES: tuple[str, ...] = tuple(COMMANDS.values())

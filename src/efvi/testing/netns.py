@@ -8,39 +8,28 @@ IFNAMSIZ); namespaces left by a process that was killed outright are removed by 
 next :func:`veth_pair` call, which finds their owner's pid gone.
 
 Code that must run *inside* a namespace uses :func:`enter` (``setns`` on the calling
-thread) or runs a subprocess with ``ip netns exec NAME``.
+thread) or runs a subprocess with ``ip netns exec NAME``. The iproute2 plumbing is
+:mod:`efvi.netns`, shared with ``efvi lab``.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import itertools
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from efvi.netns import add_netns, add_veth_pair, configure_end, enter, why_unavailable
+from efvi.netns import ip as _ip
+
+__all__ = ["Side", "Three", "VethPair", "enter", "three_namespaces", "veth_pair",
+           "why_unavailable"]
+
 _counter = itertools.count()
 _live: set[str] = set()
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-
-
-def why_unavailable() -> str | None:
-    """None if netns/veth tests can run here, else the reason (for pytest.skip)."""
-    if os.geteuid() != 0:
-        return "needs root (network namespaces and veth pairs)"
-    if shutil.which("ip") is None:
-        return "needs iproute2's `ip` (apt-get install iproute2)"
-    return None
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
 
 
 @dataclass(frozen=True)
@@ -116,46 +105,16 @@ def veth_pair(queues: int = 1, subnet: int = 0, mtu: int = 1500,
     ip_a, ip_b = f"198.18.{subnet}.1", f"198.18.{subnet}.2"
     try:
         for ns in (ns_a, ns_b):
-            _ip("netns", "add", ns)
+            add_netns(ns)
             _live.add(ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("link", "add", if_a, "numrxqueues", str(queues), "numtxqueues", str(queues),
-            "netns", ns_a, "type", "veth", "peer", "name", if_b,
-            "numrxqueues", str(queues), "numtxqueues", str(queues), "netns", ns_b)
+        add_veth_pair(ns_a, if_a, ns_b, if_b, queues)
         for ns, ifn, mac, ip, peer_ip, peer_mac in ((ns_a, if_a, mac_a, ip_a, ip_b, mac_b),
                                                     (ns_b, if_b, mac_b, ip_b, ip_a, mac_a)):
-            _ip("-n", ns, "link", "set", ifn, "address", mac, "mtu", str(mtu))
-            _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", ifn)
-            _ip("-n", ns, "link", "set", ifn, "up")
-            _ip("-n", ns, "neigh", "replace", peer_ip, "lladdr", peer_mac, "dev", ifn,
-                "nud", "permanent")
-            subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                            f"net.ipv6.conf.{ifn}.disable_ipv6=1"], capture_output=True)
+            configure_end(ns, ifn, mac, ip, 24, peer_ip, peer_mac, mtu)
         yield VethPair(Side(ns_a, if_a, mac_a, ip_a), Side(ns_b, if_b, mac_b, ip_b))
     finally:
         _cleanup(ns_a)
         _cleanup(ns_b)
-
-
-@contextlib.contextmanager
-def enter(netns: str) -> Iterator[None]:
-    """Move the calling thread into ``netns`` for the block, then back.
-
-    Sockets created inside stay bound to that namespace after the block.
-    """
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
-        try:
-            yield
-        finally:
-            _libc.setns(own, _CLONE_NEWNET)
-    finally:
-        os.close(target)
-        os.close(own)
 
 
 @dataclass(frozen=True)
