@@ -160,7 +160,10 @@ def test_without_a_grant_or_broker(broker: Broker) -> None:
                                sock2, "--policy", str(pol), "--duration", "20", env=ENV,
                                stderr=subprocess.DEVNULL)
     try:
+        deadline = time.monotonic() + 15
         while not os.path.exists(sock2):
+            assert proc.poll() is None, "the second efvid exited before listening"
+            assert time.monotonic() < deadline, "the second efvid did not start"
             time.sleep(0.05)
         r = broker.pair.b.run(*AS_NOBODY, sys.executable, "-m", "efvi.cli.main", "sink",
                               "-n", "1", f"xdp:{broker.pair.b.ifname}",

@@ -106,6 +106,11 @@ def test_spec_keys() -> None:
     assert key1[2:4] == b"\xff\xff" and key2[2:4] == b"\x00\x0a"
     assert key1[6:8] == struct.pack("!H", 9999) and key1[24:28] == bytes([198, 18, 0, 1])
     assert describe_key(key1) == "local 198.18.0.1:9999"
+    assert describe_key(key2) == "local vid=10 198.18.0.1:9999"
+    full = spec_key(FilterSpec.ip4_full("udp", IP_A, 9999, "198.18.0.2", 53))[1]
+    assert describe_key(full).endswith("198.18.0.1:9999 from 198.18.0.2:53")
+    assert describe_key(spec_key(FilterSpec.eth_local(MAC_A))[1]).endswith(
+        " " + MAC_A.lower())
     assert spec_key(FilterSpec.eth_local(MAC_A).ip_proto(1))[0] == TableKind.MAC_PROTO
     assert spec_key(FilterSpec.eth_local(MAC_A).eth_type(0x0806))[0] == TableKind.MAC_ETYPE
     assert spec_key(FilterSpec.multicast_mismatch())[0] == TableKind.MCAST_MIS

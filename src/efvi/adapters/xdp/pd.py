@@ -190,10 +190,7 @@ class XdpPD(HwProtectionDomain):
 
     def _bpf_add(self, spec: FilterSpec, vis: list[XdpVI]) -> object:
         """A classic BPF filter: translated into the interface program (a reload)."""
-        prog = self.adapter.program
-        if spec.sniff_mode:
-            raise UnsupportedError(f"the xdp adapter cannot install filter {spec}: it steals "
-                                   "frames only; use the packet adapter to sniff")
+        prog = self.adapter.program  # (sniff specs never get here: the core refuses them)
         if any(p == spec.program for p, _ in prog.bpf_filters.values()):
             raise FilterExistsError(f"filter {spec} is already installed on "
                                     f"{self.adapter.iface}")

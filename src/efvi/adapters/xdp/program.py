@@ -500,15 +500,3 @@ def build_program(timestamps: bool = True, report_target: bool = False,
     a.ret(XDP_PASS)
     return a
 
-
-def build_drop_program() -> Asm:
-    """``return XDP_DROP`` (a sink for the peer of a benchmark)."""
-    a = Asm()
-    a.ret(1)
-    return a
-
-
-def build_pass_program() -> Asm:
-    a = Asm()
-    a.ret(XDP_PASS)
-    return a
