@@ -10,9 +10,16 @@ UDP frames as fast as it can; the table reports its rate, the peer's count, and 
 ratio against trafgen (Debian: ``apt-get install netsniff-ng``; rows whose tool is
 missing are skipped with the reason).
 
+One timing method for every row: no sender times itself. A sampler in the peer's
+namespace (pinned to another CPU) reads the peer's ``rx_packets`` every
+:data:`SAMPLE_S` against CLOCK_MONOTONIC, and a row's rate is the frames counted
+between the first and the last sample at which the counter moved, over the time
+between those samples (start-up, set-up and teardown fall outside the window for
+every sender alike; the window's error is one sample period).
+
 Adding a sender is one entry in :data:`SENDERS` (name, requirement, code): a Python
-snippet run with ``IF``, ``N``, ``FRAME`` (bytes) defined that sends and prints one
-JSON line with ``sent`` and ``seconds``.
+snippet run with ``IF``, ``N``, ``FRAME`` (bytes) defined that sends ``N`` frames and
+prints one JSON line with ``sent``.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,7 +45,7 @@ from efvi.testing import netns  # noqa: E402
 from efvi.wire.build import udp_frame  # noqa: E402
 
 _EFVI_TX = r"""
-import json, time
+import json
 import numpy as np
 from efvi import Driver, ProtectionDomain, MemoryRegion, VirtualInterface
 d = Driver.open({url!r})
@@ -50,7 +58,6 @@ addrs = mr.dma_addrs(); lens = np.full(NB, len(FRAME), np.uint32)
 ids = np.arange(NB, dtype=np.uint32)
 B = {batch}
 sent = done = 0; slot = 0
-t0 = time.monotonic()
 base = int(addrs[0]); flen = len(FRAME)
 while done < N:
     if B == 1:  # efsend's pattern: transmit_init per frame, one push per 32, Event objects
@@ -69,8 +76,7 @@ while done < N:
         sent += k; slot = (slot + k) % NB
     b = vi.poll()
     done += len(vi.transmit_completed(b))
-t = time.monotonic() - t0
-print(json.dumps({{"sent": sent, "seconds": t}}), flush=True)
+print(json.dumps({{"sent": sent}}), flush=True)
 d.close()
 """
 
@@ -82,18 +88,17 @@ snd = Sender({url!r}.replace("{{IF}}", IF), str(ipaddress.IPv4Address(FRAME[30:3
              int.from_bytes(FRAME[36:38], "big"), payload=len(FRAME) - 42,
              dmac=FRAME[:6].hex(":"))
 st = snd.run(N, batch={batch})
-print(json.dumps({{"sent": st.tx_packets, "seconds": st.elapsed_s}}), flush=True)
+print(json.dumps({{"sent": st.tx_packets}}), flush=True)
 snd.close()
 """
 
 _AF_PACKET = r"""
-import json, socket, time
+import json, socket
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind((IF, 0))
-t0 = time.monotonic()
 for _ in range(N):
     s.send(FRAME)
-print(json.dumps({"sent": N, "seconds": time.monotonic() - t0}), flush=True)
+print(json.dumps({"sent": N}), flush=True)
 """
 
 
@@ -122,11 +127,6 @@ SENDERS: list[Sender] = [
 ]
 
 
-def _peer_rx(side: netns.Side) -> int:
-    out = side.run("ip", "-j", "-s", "link", "show", "dev", side.ifname).stdout
-    return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
-
-
 def _drop_program(side: netns.Side) -> tuple[int, int]:
     a = asm.Asm()
     a.ret(asm.XDP_DROP)
@@ -137,29 +137,71 @@ def _drop_program(side: netns.Side) -> tuple[int, int]:
     return prog, link
 
 
+SAMPLE_S = 0.0005  # the peer sampler's period: a row's window is exact to about this
+
+# Runs in the peer's namespace (``ip netns exec`` mounts that namespace's sysfs): reads
+# rx_packets every PERIOD until a line arrives on stdin, then prints the baseline, the
+# first and the last (CLOCK_MONOTONIC ns, count) samples at which the counter moved,
+# and the final count.
+_SAMPLER = r"""
+import json, os, select, sys, time
+fd = os.open("/sys/class/net/%s/statistics/rx_packets" % IFNAME, os.O_RDONLY)
+def read():
+    return int(os.pread(fd, 32, 0))
+base = prev = read()
+first = last = None
+print("ready", flush=True)
+while True:
+    stop = select.select([sys.stdin], [], [], PERIOD)[0]
+    t = time.monotonic_ns(); c = read()
+    if c != prev:
+        if first is None:
+            first = (t, c)
+        last = (t, c); prev = c
+    if stop:
+        break
+print(json.dumps({"base": base, "first": first, "last": last, "final": read()}), flush=True)
+"""
+
+
+def _peer_window(sample: dict[str, object]) -> tuple[float, int]:
+    """(rate in frames/s, frames arrived) from a sampler's report."""
+    base, final = int(sample["base"]), int(sample["final"])  # type: ignore[call-overload]
+    first, last = sample["first"], sample["last"]
+    if not isinstance(first, list) or not isinstance(last, list) or last[0] <= first[0]:
+        raise RuntimeError(f"too few frames reached the peer to time ({final - base})")
+    return (last[1] - first[1]) / ((last[0] - first[0]) / 1e9), final - base
+
+
 def run_one(pair: netns.VethPair, s: Sender, n: int, frame: bytes) -> tuple[float, int]:
+    """Run one sender; its rate and arrivals as the peer's counter saw them."""
     a, b = pair.a, pair.b
-    before = _peer_rx(b)
     env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "src"))
-    if not s.code:
-        with tempfile.NamedTemporaryFile("w", suffix=".cfg") as cfg:
-            cfg.write("{ " + ", ".join(f"0x{x:02x}" for x in frame) + " }\n")
-            cfg.flush()
-            r = a.run("taskset", "-c", RX_CPU, "trafgen", "-o", a.ifname, "-i", cfg.name,
+    other = ["taskset", "-c", "0"] if RX_CPU != "0" else []
+    sampler = b.popen(*other, sys.executable, "-c",
+                      f"IFNAME={b.ifname!r}; PERIOD={SAMPLE_S}\n" + _SAMPLER,
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert sampler.stdout is not None and sampler.stdin is not None
+        if sampler.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the peer's counter sampler did not start")
+        if not s.code:
+            with tempfile.NamedTemporaryFile("w", suffix=".cfg") as cfg:
+                cfg.write("{ " + ", ".join(f"0x{x:02x}" for x in frame) + " }\n")
+                cfg.flush()
+                a.run("taskset", "-c", RX_CPU, "trafgen", "-o", a.ifname, "-i", cfg.name,
                       "-n", str(n), "-P", "1", timeout=300)
-        # trafgen reports "S sec, U usec on CPU0 (N packets)": its own sending time
-        m = re.search(r"(\d+) sec, (\d+) usec on CPU", r.stdout + r.stderr)
-        if not m:
-            raise RuntimeError("could not read trafgen's time: " + r.stdout[-200:])
-        secs = int(m.group(1)) + int(m.group(2)) / 1e6
-        rate = n / secs
-    else:
-        pre = f"IF={a.ifname!r}; N={n}; FRAME=bytes.fromhex({frame.hex()!r})\n"
-        r = a.run("taskset", "-c", RX_CPU, sys.executable, "-c",
+        else:
+            pre = f"IF={a.ifname!r}; N={n}; FRAME=bytes.fromhex({frame.hex()!r})\n"
+            a.run("taskset", "-c", RX_CPU, sys.executable, "-c",
                   pre + s.code.replace("{IF}", a.ifname), timeout=300, env=env)
-        res = json.loads(r.stdout.strip().splitlines()[-1])
-        rate = res["sent"] / res["seconds"]
-    return rate, _peer_rx(b) - before
+        time.sleep(0.2)  # frames still queued towards the peer land
+        out, _ = sampler.communicate(b"stop\n", timeout=30)
+    finally:
+        if sampler.poll() is None:
+            sampler.kill()
+            sampler.wait()
+    return _peer_window(json.loads(out.decode().strip().splitlines()[-1]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                           b"efvi-bench" + bytes(8))
         prog, link = _drop_program(pair.b)
         print(f"{args.n} x {len(frame)}-byte UDP frames into an XDP_DROP (drv) peer; "
-              f"{NCPU} CPUs, sender on CPU {RX_CPU}")
+              f"{NCPU} CPUs, sender on CPU {RX_CPU}; every rate is the peer's rx_packets "
+              f"over its own first-to-last-frame window (sampled every {SAMPLE_S * 1e3:g} ms)")
         base = None
         try:
             for s in SENDERS:
@@ -201,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             os.close(link)
             os.close(prog)
     print()
-    print("| sender | rate | arrived at peer | vs trafgen | note |")
+    print("| sender | rate at peer | arrived at peer | vs trafgen | note |")
     print("|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
