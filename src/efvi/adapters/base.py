@@ -40,6 +40,7 @@ import numpy.typing as npt
 from efvi._types import InterfaceInfo as InterfaceInfo
 
 if TYPE_CHECKING:
+    from efvi.events import Event
     from efvi.filters import FilterSpec
 
 U64Array = npt.NDArray[np.uint64]
@@ -131,6 +132,22 @@ class HwVI(ABC):
 
         Default: -2 (use :meth:`harvest`)."""
         return -2
+
+    def harvest_events(self, max_events: int) -> tuple[list[Event], int] | None:
+        """:meth:`harvest` as :class:`~efvi.events.Event` tuples built straight from the
+        adapter's rings (the per-packet poll, ``eventq_poll``): up to ``max_events``
+        events — the same events, in the same order, as :meth:`harvest` would write —
+        and how many RX descriptors they consumed (RX and RX_DISCARD events); ``([], 0)``
+        when nothing waits. None when this path does not apply now (the adapter says
+        when) or at all: the caller uses :meth:`harvest`. Never blocks or raises.
+
+        Default: None."""
+        return None
+
+    def rx_post_list(self, addrs: list[int], ids: list[int]) -> None:
+        """:meth:`rx_post` of a few buffers from plain ints (the per-packet loop's
+        refill; adapters override it with a scalar path, the default builds arrays)."""
+        self.rx_post(np.array(addrs, np.uint64), np.array(ids, np.uint32))
 
     def rx_post_one(self, addr: int, rq_id: int) -> None:
         """:meth:`rx_post` of one buffer from plain ints (adapters override it with a

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from efvi.adapters.sim.clock import RealClock, VirtualClock
-from efvi.adapters.sim.port import KEY_BYTES, FrameBatch
+from efvi.adapters.sim.frames import KEY_BYTES, FrameBatch
 from efvi.errors import FormatError, SetupError
 from efvi.pcap import open_capture
 from efvi.pcap.constants import LINKTYPE_ETHERNET

@@ -22,7 +22,6 @@ import functools
 import ipaddress
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,6 +30,9 @@ import numpy.typing as npt
 from efvi.adapters.dma import gather_rows, gather_words
 from efvi.adapters.sim.clock import Clock, RealClock, VirtualClock
 from efvi.adapters.sim.filter_table import Decision, FilterEntry, FilterTable
+from efvi.adapters.sim.frames import (_AR_KEY, _CANON_ZERO, _HASH_MULT, _ONE_FLOW_MASK,
+                                      KEY_BYTES, FrameBatch, scalar_key)
+from efvi.constants import EF_VI_TRANSMIT_BATCH
 from efvi.wire.classify import classify_one
 
 if TYPE_CHECKING:
@@ -41,58 +43,16 @@ if TYPE_CHECKING:
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
 
-#: bytes of each frame the flow key looks at
-KEY_BYTES = 40
-_AR_KEY = np.arange(KEY_BYTES, dtype=np.int64)
 #: per-frame wire overhead: preamble 8 + FCS 4 + inter-frame gap 12
 WIRE_OVERHEAD = 24
 #: propagation + PHY/MAC latency of a virtual wire, ns
 WIRE_LATENCY_NS = 350
-_HASH_MULT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
-                       0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD], dtype=np.uint64)
-# bytes of a plain IPv4 (IHL 5) UDP frame that do not change where it is routed:
-# total length and id (16..19; the key keeps a "UDP header present" flag in 16),
-# TTL (22), header checksum (24..25), UDP length and checksum (38..39).
-_CANON_ZERO = np.array([17, 18, 19, 22, 24, 25, 38, 39], dtype=np.int64)
-# _one_flow compares the 40 key bytes as 5 little-endian words, ignoring IP id (18-19),
-# TTL (22) and the IP header checksum (24-25) — total length and UDP length must match
-_ONE_FLOW_MASK = np.frombuffer(bytes(
-    0 if i in (18, 19, 22, 24, 25) else 0xFF for i in range(KEY_BYTES)), dtype="<u8").copy()
-
-
-@dataclass(slots=True)
-class FrameBatch:
-    """Frames at ``offs[i]`` (``lens[i]`` bytes) of the flat ``mem``, sent at ``ts[i]``."""
-
-    mem: U8
-    offs: I64
-    lens: I64
-    ts: I64
-
-    def __len__(self) -> int:
-        return int(self.offs.shape[0])
-
-    def frame(self, i: int) -> bytes:
-        o = int(self.offs[i])
-        return self.mem[o:o + int(self.lens[i])].tobytes()
-
-    @staticmethod
-    def from_frames(frames: list[bytes], ts: I64) -> "FrameBatch":
-        """A batch over copies of ``frames`` (one 2 KiB row each when they fit)."""
-        lens = np.fromiter((len(f) for f in frames), dtype=np.int64, count=len(frames))
-        if lens.shape[0] and int(lens.max()) <= 2048:
-            rows = np.zeros((len(frames), 2048), dtype=np.uint8)
-            for i, f in enumerate(frames):
-                rows[i, :len(f)] = np.frombuffer(f, np.uint8)
-            return FrameBatch(rows.reshape(-1), np.arange(len(frames), dtype=np.int64) * 2048,
-                              lens, ts)
-        offs = np.zeros(len(frames), dtype=np.int64)
-        if len(frames) > 1:
-            np.cumsum(lens[:-1], out=offs[1:])
-        mem = np.frombuffer(b"".join(frames) + bytes(KEY_BYTES), dtype=np.uint8)
-        return FrameBatch(mem, offs, lens, ts)
-
-
+#: TX doorbells (or runs of one VI's doorbells) of at most this many single-descriptor
+#: frames are run frame by frame in plain Python (SimVI._tx_scalar, receive_list,
+#: SimVI.dma_in_list), which beats the numpy batch path's fixed cost up to about here;
+#: the events, stamps and counters are the same either way. At most
+#: EF_VI_TRANSMIT_BATCH (one TX event per doorbell).
+SCALAR_MAX = EF_VI_TRANSMIT_BATCH
 class SimPort:
     """One port of the software NIC (see the module doc)."""
 
@@ -162,14 +122,21 @@ class SimPort:
         self.wire_free_at = int(ends[-1]) if ends.shape[0] else start
         return ts
 
-    def serialise_one(self, length: int) -> int:
-        """:meth:`serialise` for one frame (no numpy)."""
+    def serialise_list(self, lens: list[int]) -> list[int]:
+        """:meth:`serialise` of a few frames from plain ints (no numpy; the same
+        stamps: back to back from ``max(now, wire free)``)."""
         clock = self.clock
         if isinstance(clock, RealClock):
-            return clock.now_ns()
-        start = max(clock.now_ns(), self.wire_free_at)
-        self.wire_free_at = start + ((length + WIRE_OVERHEAD) * 8 * 1000) // self.fabric.rate_mbps
-        return start
+            return [clock.now_ns()] * len(lens)
+        t = max(clock.now_ns(), self.wire_free_at)
+        rate = self.fabric.rate_mbps
+        out: list[int] = []
+        add = out.append
+        for ln in lens:
+            add(t)
+            t += ((ln + WIRE_OVERHEAD) * 8000) // rate
+        self.wire_free_at = t
+        return out
 
     def _send_remote(self, frames: list[bytes], stamps: list[int]) -> None:
         assert self.remote is not None
@@ -185,52 +152,98 @@ class SimPort:
             self.receive(FrameBatch.from_frames(frames, np.array(stamps, dtype=np.int64)))
         return len(frames)
 
-    def deliver_one(self, frame: bytes, ts: int) -> None:
-        """:meth:`deliver` for one frame (no numpy)."""
+    def deliver_list(self, frames: list[bytes], stamps: list[int]) -> None:
+        """:meth:`deliver` of a few frames (plain bytes and ints; no numpy)."""
+        n = len(frames)
+        c = self.counters
         if not self.link_up:
-            self.counters["tx_link_down_drops"] += 1
+            c["tx_link_down_drops"] += n
             return
-        self.counters["tx_packets"] += 1
+        c["tx_packets"] += n
         if self.remote is not None:
-            self._send_remote([frame], [ts])
+            self._send_remote(frames, stamps)
         peers = self.peers()
         if not peers and self.remote is None:
-            self.counters["tx_no_peer_drops"] += 1
+            c["tx_no_peer_drops"] += n
         for p in peers:
-            p.receive_one(frame, ts)
+            p.receive_list(frames, stamps)
 
     def receive_one(self, frame: bytes, ts: int, *, exact_ts: bool = False) -> None:
-        """:meth:`receive` for one frame: same routing, same cache, no numpy."""
-        if self.table.version != self._cache_version:
-            self._cache.clear()
-            self._cache_version = self.table.version
-        ln = len(frame)
-        if exact_ts and isinstance(self.clock, VirtualClock):
-            self.clock.advance_to(ts)
-        elif isinstance(self.clock, VirtualClock):
-            ts += WIRE_LATENCY_NS + ((ln + WIRE_OVERHEAD) * 8 * 1000) // self.fabric.rate_mbps
-            self.clock.advance_to(ts)
-        else:
-            ts = self.clock.now_ns()
-        c = self.counters
-        if self.table.has_bpf:  # per-frame programs: the batch path, for one frame
-            c["rx_packets"] += 1
-            batch = FrameBatch.from_frames([frame], np.array([ts], dtype=np.int64))
-            self._receive_bpf(batch, batch.ts, None if ln <= self.max_frame
-                              else np.ones(1, dtype=bool), *self._route(batch))
+        """:meth:`receive` for one frame (see :meth:`receive_list`)."""
+        self.receive_list([frame], [ts], exact_ts=exact_ts)
+
+    def receive_list(self, frames: list[bytes], stamps: list[int], *,
+                     exact_ts: bool = False) -> None:
+        """:meth:`receive` for a few frames, no numpy: the same stamps, routing (one
+        cached decision per flow, reused while the first 42 bytes repeat), events and
+        counters. Frames of one decision go to each target VI in one call. With bpf
+        filters installed the batch path runs (the programs run over batches)."""
+        n = len(frames)
+        if n == 0:
             return
-        c["rx_packets"] += 1
-        d = self._decide(scalar_key(frame), lambda: frame)
-        for entry in d.steal:
-            _pick(entry, d.flow_hash).dma_in_one(frame, ts)
-        for entry in d.sniff:
-            _pick(entry, d.flow_hash).dma_in_one(frame, ts)
-        if d.to_kernel:
-            c["kernel_rx_packets"] += 1
-            c["kernel_rx_bytes"] += ln
-            self.kernel_rx.append((ts, frame))
-        elif d.filter_miss:
-            c["rx_filter_miss_drops"] += 1
+        table = self.table
+        if table.version != self._cache_version:
+            self._cache.clear()
+            self._cache_version = table.version
+        if table.has_bpf:
+            self.receive(FrameBatch.from_frames(frames, np.array(stamps, dtype=np.int64)),
+                         exact_ts=exact_ts)
+            return
+        clock = self.clock
+        if not isinstance(clock, VirtualClock):
+            tss = [clock.now_ns()] * n
+        else:
+            if exact_ts:
+                tss = stamps
+            else:
+                rate = self.fabric.rate_mbps
+                tss = [t + WIRE_LATENCY_NS + ((len(f) + WIRE_OVERHEAD) * 8000) // rate
+                       for f, t in zip(frames, stamps)]
+            clock.advance_to(tss[-1])
+        c = self.counters
+        c["rx_packets"] += n
+        last = b""
+        d: Decision | None = None
+        d0: Decision | None = None
+        ds: list[Decision] = []
+        for frame in frames:
+            h = frame[:42]
+            if h != last or d is None:
+                key = scalar_key(frame)
+                d = self._decide_frame(key, frame)
+                # the flow key covers the first 42 bytes: a repeat of them routes alike
+                last = h if key is not None else b""
+                if d0 is None:
+                    d0 = d
+            ds.append(d)
+        if all(x is d0 for x in ds):  # one decision (one flow): each target in one call
+            assert d0 is not None
+            for e in d0.steal + d0.sniff:
+                _pick(e, d0.flow_hash).dma_in_list(frames, tss)
+            if d0.to_kernel:
+                c["kernel_rx_packets"] += n
+                c["kernel_rx_bytes"] += sum(map(len, frames))
+                self.kernel_rx.extend(zip(tss, frames))
+            elif d0.filter_miss:
+                c["rx_filter_miss_drops"] += n
+            return
+        per_vi: dict[int, tuple["SimVI", list[bytes], list[int]]] = {}
+        for frame, ts, d in zip(frames, tss, ds):
+            for e in d.steal + d.sniff:
+                vi = _pick(e, d.flow_hash)
+                slot = per_vi.get(id(vi))
+                if slot is None:
+                    slot = per_vi[id(vi)] = (vi, [], [])
+                slot[1].append(frame)
+                slot[2].append(ts)
+            if d.to_kernel:
+                c["kernel_rx_packets"] += 1
+                c["kernel_rx_bytes"] += len(frame)
+                self.kernel_rx.append((ts, frame))
+            elif d.filter_miss:
+                c["rx_filter_miss_drops"] += 1
+        for vi, fs, ts_ in per_vi.values():
+            vi.dma_in_list(fs, ts_)
 
     def deliver(self, batch: FrameBatch) -> None:
         """Put a transmitted batch on the wire: every peer port receives it."""
@@ -370,6 +383,15 @@ class SimPort:
                 self._cache[key] = d
         return d
 
+    def _decide_frame(self, key: bytes | None, frame: bytes) -> Decision:
+        """:meth:`_decide` for a frame at hand."""
+        d = self._cache.get(key) if key is not None else None
+        if d is None:
+            d = self.table.decide(classify_one(frame), self.mac_int, self.kernel_groups)
+            if key is not None and len(self._cache) < 65536:
+                self._cache[key] = d
+        return d
+
     def _one_flow(self, batch: FrameBatch) -> Decision | None:
         """The decision if every frame is the same plain IPv4/UDP flow, else None.
 
@@ -444,18 +466,8 @@ class SimPort:
         return groups, decisions
 
 
-_ZERO2 = b"\x00\x00"
-
-
-def scalar_key(frame: bytes) -> bytes | None:
-    """The flow key :meth:`SimPort._route` computes, for one frame (None: no key)."""
-    if len(frame) < 38 or frame[12:15] != b"\x08\x00\x45" or frame[23] != 17 \
-            or frame[20] & 0x3F or frame[21]:
-        return None
-    tot = (frame[16] << 8) | frame[17]
-    ok = b"\x01" if len(frame) >= 42 and tot >= 28 else b"\x00"
-    return b"".join((frame[:16], ok, b"\x00\x00\x00", frame[20:22], b"\x00", frame[23:24],
-                     _ZERO2, frame[26:38], _ZERO2))
+def _ints(x: npt.NDArray[np.unsignedinteger] | list[int]) -> list[int]:
+    return x if isinstance(x, list) else x.tolist()
 
 
 def _pick(entry: FilterEntry, fhash: int) -> "SimVI":
@@ -472,8 +484,11 @@ class Fabric:
     PENDING_LIMIT = 16384
 
     def __init__(self) -> None:
-        self.pending: list[tuple["SimVI", npt.NDArray[np.uint64], npt.NDArray[np.uint32],
-                                 npt.NDArray[np.uint32]]] = []
+        #: doorbells not yet run: (VI, addresses, lengths, ids), arrays or (one frame's)
+        #: lists of ints
+        self.pending: list[tuple["SimVI", npt.NDArray[np.uint64] | list[int],
+                                 npt.NDArray[np.uint32] | list[int],
+                                 npt.NDArray[np.uint32] | list[int]]] = []
         self.pending_desc = 0
         #: called on every TX doorbell (fd-readiness hooks; see SimVI.on_event)
         self.wakers: set[Callable[[], None]] = set()
@@ -497,12 +512,17 @@ class Fabric:
                     j += 1
                 if j - i == 1:
                     _, a, ln, ids = pend[i]
+                    vi.tx_run(a, ln, ids)
                 else:
                     run = pend[i:j]
-                    a = np.concatenate([p[1] for p in run])
-                    ln = np.concatenate([p[2] for p in run])
-                    ids = np.concatenate([p[3] for p in run])
-                vi.tx_run(a, ln, ids)
+                    if sum(len(p[3]) for p in run) <= SCALAR_MAX:  # a few: plain ints
+                        vi.tx_run([x for p in run for x in _ints(p[1])],
+                                  [x for p in run for x in _ints(p[2])],
+                                  [x for p in run for x in _ints(p[3])])
+                    else:
+                        vi.tx_run(np.concatenate([np.asarray(p[1], np.uint64) for p in run]),
+                                  np.concatenate([np.asarray(p[2], np.uint32) for p in run]),
+                                  np.concatenate([np.asarray(p[3], np.uint32) for p in run]))
                 i = j
 
     def next_ifindex(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -12,14 +13,15 @@ import numpy.typing as npt
 
 from efvi.adapters.base import EventArray, HwVI, U32Array, U64Array
 from efvi.adapters.dma import scatter
-from efvi.adapters.sim.port import FrameBatch
+from efvi.adapters.sim import port as _port
+from efvi.adapters.sim.frames import FrameBatch
 from efvi.constants import (
     EF_REQUEST_ID_MASK,
     EF_VI_TRANSMIT_BATCH,
     EF_VI_TX_TIMESTAMPS,
     PKT_BUF_SIZE,
 )
-from efvi.events import DiscardReason, EventType, RxFlags, event_array
+from efvi.events import DiscardReason, Event, EventType, RxFlags, event_array
 
 if TYPE_CHECKING:
     from efvi.adapters.sim.adapter import SimPD
@@ -30,10 +32,11 @@ _TX = int(EventType.TX)
 _SOP = int(RxFlags.SOP)
 _CONT = int(RxFlags.CONT)
 _MCAST = int(RxFlags.MULTICAST)
+_DISCARD = int(EventType.RX_DISCARD)
+_TYPES = tuple(EventType(i) for i in range(len(EventType)))
+_new = tuple.__new__
 _EV = struct.Struct("<BBHHHIIq")  # EVENT_DTYPE as bytes: one scalar event store
 assert _EV.size == 24
-#: doorbells with at most this many frames take the per-frame (scalar) path
-SCALAR_MAX = 4
 
 
 class SimVI(HwVI):
@@ -51,6 +54,8 @@ class SimVI(HwVI):
         self._p_id = np.zeros(rs, np.uint32)
         self._p_mask = rs - 1
         self._p_head = self._p_tail = 0
+        self._p_addr_mv = self._p_addr.data  # plain-int loads for the per-frame path
+        self._p_id_mv = self._p_id.data
         self._ev = event_array(evq)
         self._ev_mask = evq - 1
         self._ev_head = self._ev_tail = 0
@@ -110,6 +115,38 @@ class SimVI(HwVI):
             dst[first:k] = src[:k - first]
         self._ev_head += k
         return int(k)
+
+    def harvest_events(self, max_events: int) -> tuple[list[Event], int] | None:
+        """:meth:`harvest` as :class:`Event` tuples unpacked straight from the event
+        ring (one ``struct`` record each; no numpy), with the RX descriptors they
+        consumed (see :meth:`HwVI.harvest_events`)."""
+        fab = self.port.fabric
+        if fab.pending:
+            fab.flush()
+        if self.port.remote is not None:
+            self.port.pump()
+        if self.port.feed is not None and self._ev_tail == self._ev_head:
+            self.port.feed.pump()
+        h = self._ev_head
+        k = min(max_events, self._ev_tail - h)
+        if k <= 0:
+            return [], 0
+        mv = self._ev_mv
+        a = h & self._ev_mask
+        b = a + k
+        if b <= self._ev_mask + 1:
+            recs = _EV.iter_unpack(mv[a * 24:b * 24])
+            types = mv[a * 24:b * 24:24].tolist()
+        else:
+            b -= self._ev_mask + 1
+            recs = itertools.chain(_EV.iter_unpack(mv[a * 24:]),
+                                   _EV.iter_unpack(mv[:b * 24]))
+            types = mv[a * 24::24].tolist() + mv[:b * 24:24].tolist()
+        T = _TYPES
+        evs = [_new(Event, (T[t], st, fl, q, of, rq, ln, ts))
+               for t, st, fl, q, of, rq, ln, ts in recs]
+        self._ev_head = h + k
+        return evs, types.count(_RX) + types.count(_DISCARD)
 
     def rx_one(self) -> int:
         """The next event if it is a whole-frame RX (see :meth:`HwVI.rx_one`); runs the
@@ -180,6 +217,23 @@ class SimVI(HwVI):
             self._p_id[:n - first] = ids[first:]
         self._p_tail += n
 
+    def rx_post_one(self, addr: int, rq_id: int) -> None:
+        """:meth:`rx_post` of one buffer from plain ints (two stores)."""
+        i = self._p_tail & self._p_mask
+        self._p_addr_mv[i] = addr
+        self._p_id_mv[i] = rq_id
+        self._p_tail += 1
+
+    def rx_post_list(self, addrs: list[int], ids: list[int]) -> None:
+        """:meth:`rx_post` of a few buffers from plain ints (two stores each)."""
+        t, mask = self._p_tail, self._p_mask
+        pa, pi = self._p_addr_mv, self._p_id_mv
+        for a, i in zip(addrs, ids):
+            pa[t & mask] = a
+            pi[t & mask] = i
+            t += 1
+        self._p_tail = t
+
     def dma_in(self, batch: FrameBatch, sel: I64 | None, ts: I64,
                too_long: npt.NDArray[np.bool_] | None, mcast: bool | None = None) -> None:
         """Receive frames ``sel`` (None: all) of ``batch`` into posted buffers, in order.
@@ -224,27 +278,67 @@ class SimVI(HwVI):
                            bool(too_long[i]) if too_long is not None else False)
 
     def dma_in_one(self, frame: bytes, ts: int) -> None:
-        """Receive one frame (the scalar twin of :meth:`dma_in`; no numpy)."""
+        """Receive one frame (see :meth:`dma_in_list`)."""
+        self.dma_in_list([frame], [ts])
+
+    def dma_in_list(self, frames: list[bytes], stamps: list[int]) -> None:
+        """Receive a few frames into posted buffers, in order: the scalar twin of
+        :meth:`dma_in` (same events and counters; no numpy). Per frame: one slice copy
+        and one ``struct`` event store; a frame that does not fit its buffer takes the
+        per-frame slow path (SOP/CONT chains, TRUNC discards)."""
         if self._closed:
             return
-        head = self._p_head
-        ln = len(frame)
-        if head == self._p_tail:
-            self.counters["rx_nodesc_drops"] += 1
-            return
-        i = head & self._p_mask
-        addr = int(self._p_addr[i])
-        if ln <= self.rx_buffer_len and ln <= PKT_BUF_SIZE - addr % PKT_BUF_SIZE \
-                and ln <= self.port.max_frame:
-            mv, off = self.pd.resolve_mv(addr)
-            mv[off:off + ln] = frame
-            self._p_head = head + 1
-            self._event(_RX, _SOP | (_MCAST if frame[0] & 1 else 0), int(self._p_id[i]), ln, ts)
-            c = self.counters
-            c["rx_packets"] += 1
-            c["rx_bytes"] += ln
-            return
-        self._dma_slow(frame, ts, ln > self.port.max_frame)
+        pd = self.pd
+        regions = pd._regions
+        if len(regions) == 1:
+            mem, base = regions[0].mv, pd._bases[0]
+        else:
+            mem, base = None, 0
+        cap = min(self.rx_buffer_len, self.port.max_frame)
+        head, tail, pmask = self._p_head, self._p_tail, self._p_mask
+        paddr, pid = self._p_addr_mv, self._p_id_mv
+        evmv, evmask, et = self._ev_mv, self._ev_mask, self._ev_tail
+        pack = _EV.pack_into
+        c = self.counters
+        npk = nbytes = nodesc = over = 0
+        for frame, ts in zip(frames, stamps):
+            if head == tail:
+                nodesc += 1
+                continue
+            ln = len(frame)
+            i = head & pmask
+            addr = paddr[i]
+            if ln > cap or ln > PKT_BUF_SIZE - addr % PKT_BUF_SIZE:
+                self._p_head, self._ev_tail = head, et
+                self._dma_slow(frame, ts, ln > self.port.max_frame)
+                head, et = self._p_head, self._ev_tail
+                continue
+            if mem is None:
+                mv, off = pd.resolve_mv(addr)
+                mv[off:off + ln] = frame
+            else:
+                off = addr - base
+                mem[off:off + ln] = frame
+            head += 1
+            npk += 1
+            nbytes += ln
+            if et - self._ev_head > evmask:
+                over += 1
+                continue
+            pack(evmv, (et & evmask) * 24, _RX, 0, _SOP | (_MCAST if frame[0] & 1 else 0), 0, 0,
+                 pid[i], ln, ts)
+            et += 1
+        queued = et != self._ev_tail
+        self._p_head, self._ev_tail = head, et
+        if npk:
+            c["rx_packets"] += npk
+            c["rx_bytes"] += nbytes
+        if nodesc:
+            c["rx_nodesc_drops"] += nodesc
+        if over:
+            c["evq_overflow_drops"] += over
+        if queued and self.on_event is not None:
+            self.on_event()
 
     def _dma_fast(self, batch: FrameBatch, fsel: I64 | None, addrs: U64Array, ids: U32Array,
                   lens: I64, ts: I64, mcast: bool | None = None) -> None:
@@ -360,17 +454,38 @@ class SimVI(HwVI):
         if fab.pending_desc >= fab.PENDING_LIMIT:
             fab.flush()
 
-    def tx_run(self, addrs: U64Array, lens: U32Array, ids: U32Array) -> None:
-        """Process TX descriptors: DMA-read the frames, send them, complete in order."""
+    def tx_post_one(self, addr: int, length: int, rq_id: int) -> None:
+        """:meth:`tx_post` of one frame from plain ints (no arrays built)."""
+        if self._closed:
+            return
+        fab = self.port.fabric
+        fab.pending.append((self, [addr], [length], [rq_id]))
+        fab.pending_desc += 1
+        for wake in fab.wakers:
+            wake()
+        if fab.pending_desc >= fab.PENDING_LIMIT:
+            fab.flush()
+
+    def tx_run(self, addrs: U64Array | list[int], lens: U32Array | list[int],
+               ids: U32Array | list[int]) -> None:
+        """Process TX descriptors: DMA-read the frames, send them, complete in order.
+
+        Up to :data:`~efvi.adapters.sim.port.SCALAR_MAX` single-descriptor frames (and
+        no injected fault) take the per-frame path (:meth:`_tx_scalar`); anything else
+        the numpy batch path. Both give the same stamps, events and counters."""
         if self._closed:
             return
         port = self.port
-        ndesc = int(ids.shape[0])
-        if ndesc <= SCALAR_MAX and port.fail_next_tx is None:
-            il = ids.tolist()
+        ndesc = len(ids)
+        if ndesc <= _port.SCALAR_MAX and port.fail_next_tx is None:
+            il = ids if isinstance(ids, list) else ids.tolist()
             if EF_REQUEST_ID_MASK not in il:
-                self._tx_scalar(addrs.tolist(), lens.tolist())
+                self._tx_scalar(addrs if isinstance(addrs, list) else addrs.tolist(),
+                                lens if isinstance(lens, list) else lens.tolist())
                 return
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        lens = np.asarray(lens, dtype=np.uint32)
+        ids = np.asarray(ids, dtype=np.uint32)
         if int(ids.max()) != EF_REQUEST_ID_MASK:  # one descriptor per packet
             ends = np.arange(ndesc, dtype=np.int64)
         else:  # the last descriptor of each packet
@@ -409,26 +524,30 @@ class SimVI(HwVI):
         self._tx_done += ndesc
 
     def _tx_scalar(self, addrs: list[int], lens: list[int]) -> None:
-        """Doorbell of a few single-descriptor frames, frame by frame (no numpy)."""
+        """A doorbell of a few single-descriptor frames, frame by frame (no numpy): the
+        same stamps, deliveries, events and counters as the batch path."""
         port = self.port
-        ts = 0
-        stamps: list[int] = []
-        for a, ln in zip(addrs, lens):
-            mv, off = self.pd.resolve_mv(a)
-            frame = bytes(mv[off:off + ln])
-            ts = port.serialise_one(ln)
-            stamps.append(ts)
-            port.deliver_one(frame, ts)
+        pd = self.pd
+        if len(pd._regions) == 1:
+            mem, base = pd._regions[0].mv, pd._bases[0]
+            frames = [bytes(mem[a - base:a - base + ln]) for a, ln in zip(addrs, lens)]
+        else:
+            frames = []
+            for a, ln in zip(addrs, lens):
+                mv, off = pd.resolve_mv(a)
+                frames.append(bytes(mv[off:off + ln]))
+        stamps = port.serialise_list(lens)
         c = self.counters
         c["tx_packets"] += len(addrs)
         c["tx_bytes"] += sum(lens)
+        port.deliver_list(frames, stamps)
         if self._tx_each:
             for ts in stamps:
                 self._tx_done += 1
                 self._event(_TX, 0, self._tx_done & 0xFFFFFFFF, 0, ts)
             return
         self._tx_done += len(addrs)
-        self._event(_TX, 0, self._tx_done & 0xFFFFFFFF, 0, ts)
+        self._event(_TX, 0, self._tx_done & 0xFFFFFFFF, 0, stamps[-1])
 
     def _complete(self, ends: I64, ts: I64, etype: int, subtype: int) -> None:
         """TX events, one per ≤ 64 packets (one per packet with TX timestamps on);

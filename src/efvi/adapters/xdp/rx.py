@@ -17,8 +17,11 @@ from efvi.adapters.xdp._common import _HW_TS_MASK, _SCALAR_RX, M32, RX_FLAG_HW_T
 from efvi.adapters.xdp.vibase import XdpVIBase
 from efvi.adapters.xdp.xsk import (ADDR_MASK, OFFSET_SHIFT, XDP_PKT_CONTD, XDP_RING_NEED_WAKEUP,
                                    Ring, XskSocket)
+from efvi.events import Event, EventType
 
 _CONT = 0x2  # RxFlags.CONT
+_RX = EventType.RX
+_new = tuple.__new__
 
 
 class RxPath(XdpVIBase):
@@ -109,6 +112,95 @@ class RxPath(XdpVIBase):
         self._q_out[q] += 1
         if f.flags[0] & XDP_RING_NEED_WAKEUP:
             s.kick_rx()
+
+    def rx_post_list(self, addrs: list[int], ids: list[int]) -> None:
+        """A few buffers to the FILL ring from plain ints: one descriptor store each,
+        one producer store, one need_wakeup check (the per-packet loop's refill)."""
+        if len(self.rx_socks) != 1 or not self._published:
+            super().rx_post_list(addrs, ids)
+            return
+        q, s = self.rx_socks[0]
+        f = s.fill
+        assert f is not None
+        idmv, dq, fm = self._rx_id_mv, f.desc_q, f.mask
+        p = p0 = self._fill_prod[q]
+        for a, i in zip(addrs, ids):
+            idmv[a >> 11] = i
+            dq[p & fm] = a
+            p += 1
+        self._q_out[q] += p - p0
+        p &= M32
+        f.prod[0] = p
+        self._fill_prod[q] = p
+        if f.flags[0] & XDP_RING_NEED_WAKEUP:
+            s.kick_rx()
+
+    def harvest_events(self, max_events: int) -> tuple[list[Event], int] | None:
+        """Up to ``max_events`` whole-frame RX events of a one-queue VI as
+        :class:`Event` tuples read straight from the RX ring (see
+        :meth:`HwVI.harvest_events`): per frame ~4 memoryview loads, the stamp converted
+        and one tuple; one consumer store per call; no numpy. None — use
+        :meth:`harvest` — while TX completions or SW events are outstanding, on several
+        queues, or at a multi-buffer frame."""
+        socks = self.rx_socks
+        if len(socks) != 1 or self._sw or self._runs or self._tx_unkicked:
+            return None
+        q, s = socks[0]
+        r = s.rx
+        assert r is not None
+        cons = self._rx_cons[q]
+        k = (r.prod[0] - cons) & M32
+        if k == 0:
+            return [], 0
+        if self._chain_len[q]:
+            return None
+        if k > max_events:
+            k = max_events
+        dq, di, ids, umem, umem_q, mask = (r.desc_q, r.desc_i, self._rx_id_mv, self._umem_mv,
+                                           self._umem_q, r.mask)
+        self._ts_age -= 1
+        if self._ts_age <= 0:
+            self._ts_off = (time.clock_gettime_ns(time.CLOCK_REALTIME)
+                            - time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+            self._ts_age = 256
+        off = self._ts_off
+        evs: list[Event] = []
+        add = evs.append
+        nbytes = 0
+        j = cons & mask
+        for i in range(k):
+            if di[4 * j + 3] & XDP_PKT_CONTD:  # a multi-buffer frame: harvest takes it
+                k = i
+                break
+            raw = dq[2 * j]
+            ln = di[4 * j + 2]
+            base = raw & ADDR_MASK
+            ofs = raw >> OFFSET_SHIFT
+            data = base + ofs
+            meta = (umem_q[(data >> 3) - 1] if not data & 7 else
+                    int.from_bytes(umem[data - 8:data], "little", signed=True))
+            if meta > 0:
+                add(_new(Event, (_RX, 0, 1 | ((umem[data] & 1) << 3), q, ofs, ids[base >> 11],
+                                 ln, meta + off)))
+            elif meta == 0:
+                add(_new(Event, (_RX, 0, 1 | ((umem[data] & 1) << 3), q, ofs, ids[base >> 11],
+                                 ln, 0)))
+            else:  # bit 63: a hardware stamp (kfunc program only)
+                self.clock_source = "hw"
+                add(_new(Event, (_RX, 0, 1 | ((umem[data] & 1) << 3) | RX_FLAG_HW_TS, q, ofs,
+                                 ids[base >> 11], ln, meta & _HW_TS_MASK)))
+            nbytes += ln
+            j = (j + 1) & mask
+        if k == 0:
+            return None
+        cons = (cons + k) & M32
+        r.cons[0] = cons
+        self._rx_cons[q] = cons
+        self._q_out[q] -= k
+        c = self.counters
+        c["rx_packets"] += k
+        c["rx_bytes"] += nbytes
+        return evs, k
 
     def rx_one(self) -> int:
         """The next RX frame of a one-queue VI (see :meth:`HwVI.rx_one`): one descriptor

@@ -103,6 +103,7 @@ class XdpVIBase(HwVI):
         self._rx_id_mv = self._rx_id.data
         assert pd.umem is not None
         self._umem_mv = pd.umem.data
+        self._umem_q = pd.umem[:pd.umem.shape[0] & ~7].data.cast("q")
         self._umem_i64 = pd.umem[:pd.umem.shape[0] & ~7].view(np.int64)
         self._poller = select.poll()
         for _, s in self.rx_socks:
