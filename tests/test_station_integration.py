@@ -111,3 +111,32 @@ def test_link_down_mid_run_stops_cleanly(pair6: netns.VethPair) -> None:
     assert st.returncode == 1, err.decode()
     assert "went down" in err.decode()
     assert json.loads(out)["stopped_by"] == "link-down"
+
+
+def test_ping_flood_answers_stay_within_the_rate(pair6: netns.VethPair) -> None:
+    """A peer flooding ICMP (ping -f with a preload) gets at most --rate answers a
+    second (plus the burst); the rest are counted, and the kernel's own address still
+    answers meanwhile."""
+    a, b = pair6.a, pair6.b
+    st = _station(a, "--ip", f"{STATION}/24", "--rate", "50", "--duration", "30", "--json",
+                  adapter="xdp")
+    try:
+        _wait_header(st)
+        t0 = time.monotonic()
+        flood = b.run("ping", "-f", "-l", "20", "-w", "2", "-W", "1", STATION, check=False)
+        flood_s = time.monotonic() - t0
+        sent = int(flood.stdout.split(" packets transmitted")[0].split()[-1])
+        got = int(flood.stdout.split(" received")[0].split()[-1])
+        own = b.run("ping", "-c", "2", "-i", "0.2", "-W", "2", a.ip, check=False)
+        assert own.returncode == 0 and "2 received" in own.stdout, own.stdout
+    finally:
+        st.send_signal(signal.SIGTERM)
+        out, err = st.communicate(timeout=20)
+    assert st.returncode == 0, err.decode()
+    c = json.loads(out)["counters"]
+    assert sent > 200, flood.stdout  # a flood, not a trickle
+    # the station's token bucket: 50 a second plus a burst of 50 (ARP has its own);
+    # every request is counted once: answered (icmp_echo) or dropped by the limit
+    assert 0.95 * sent <= c["icmp_echo"] + c["icmp_rate_drops"] <= sent, (c, flood.stdout)
+    assert got <= c["icmp_echo"] <= 50 * flood_s + 50 + 1, (c, flood_s)
+    assert c["icmp_rate_drops"] > 0
