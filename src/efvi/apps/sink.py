@@ -3,6 +3,18 @@
 Buffers are posted up to the fill limit, refilled as events return them; the loop
 polls in batches and, when idle, waits on the adapter rather than spinning.
 
+Wake-ups (``latency_ms``, ``efvi sink --latency-ms``): a counting sink trades per-frame
+latency for CPU. It lets frames wait up to ``latency_ms`` before it handles them, so a
+steady stream costs a few dozen wake-ups a second instead of one per handful of frames:
+on ``packet`` through the TPACKET_V3 block retire timeout (``retire_ms``, unless the URL
+sets it), elsewhere by sleeping after a small batch for as long as the stream, at the
+rate just measured, takes to bring a quarter of the posted buffers (never longer than
+``latency_ms``, the next progress tick or the deadline). ``latency_ms=0`` handles frames
+as they come (one wake-up per ``poll()`` that finds them). The risk of waiting: a burst
+much faster than the rate just measured can use up the posted buffers during a sleep
+(those frames are dropped and counted, as any frame finding no buffer is) — give
+``latency_ms=0`` for bursty traffic that must not lose frames.
+
 ``run(count=N)`` stops at exactly N packets. A poll returns whatever batch was ready,
 so the batch holding the Nth packet may hold more: those later events are harvested
 (their buffers go back to the ring) but are not counted in ``rx_packets``/``rx_bytes``/
@@ -60,12 +72,20 @@ PacketHook = Callable[[int, bytes, int], None]  # (ts_ns, frame, flags)
 class Sink:
     """A VI on ``url`` with ``filters``; :meth:`run` counts what arrives."""
 
-    def __init__(self, url: str, filters: Sequence[FilterSpec], *, nbuf: int = 4096,
-                 rxq: int = 4096, fill: int | None = None, join: bool = False,
-                 merge: bool = True) -> None:
+    def __init__(self, url: str, filters: Sequence[FilterSpec], *, nbuf: int = 16384,
+                 rxq: int = 16384, fill: int | None = None, join: bool = False,
+                 merge: bool = True, latency_ms: float = 50.0) -> None:
         if fill is not None and fill < 1:
             raise SetupError(f"fill level {fill} posts no buffers", errno=errno.EINVAL,
                              hint="give a fill level >= 1, or None for the ring's capacity")
+        if not 0 <= latency_ms <= 1000:
+            raise SetupError(f"latency budget {latency_ms} ms is outside 0..1000",
+                             errno=errno.EINVAL,
+                             hint="give 0 (handle frames as they come) up to 1000 ms")
+        self.latency_s = latency_ms / 1e3
+        if latency_ms and merge and url.startswith("packet:") and "retire_ms=" not in url:
+            # the V3 block ring's retire timeout is the latency budget (whole ms, >= 1)
+            url += ("&" if "?" in url else "?") + f"retire_ms={max(1, int(latency_ms))}"
         self.driver = Driver.open(url)
         try:
             self.pd = ProtectionDomain(self.driver)
@@ -127,17 +147,35 @@ class Sink:
             raise SetupError(f"count {count} is not positive", errno=errno.EINVAL,
                              hint="give a count >= 1, or None to run until stopped")
         deadline = t0 + duration_s if duration_s is not None else None
+        target = max(1, self.fill // 4)  # frames a coalesced wake-up aims for
+        nap = 0.0  # the last coalescing sleep (0: none since the last idle wait)
+        t_nap = t0  # when it started
         while True:
             b = vi.poll()
             if len(b):
                 if st.first_s is None:
                     st.first_s = time.perf_counter()
                 self._handle(b, st, on_packet, None if count is None else count - st.rx_packets)
-                st.last_s = time.perf_counter()
+                st.last_s = now = time.perf_counter()
+                k = len(b)
+                if self.latency_s and k < target and (count is None or st.rx_packets < count):
+                    # a small batch: sleep while the stream fills buffers. The first nap
+                    # after an idle wait is a 1 ms probe; later ones last as long as the
+                    # rate seen over the last nap takes to bring `target` frames
+                    nap = min(self.latency_s, target * (now - t_nap) / k if nap else 0.001)
+                    t_nap = now
+                    until = min(now + nap, next_tick)
+                    if deadline is not None:
+                        until = min(until, deadline)
+                    if until > now and not (stop is not None and stop.is_set()):
+                        time.sleep(until - now)
+                else:
+                    nap = 0.0
             elif count is None or st.rx_packets < count:
                 # sleep until traffic, the next progress tick or the deadline (≤ 100 ms so a
                 # stop flag set by a signal is seen): an idle or slow stream costs a few
                 # wake-ups a second, not one per timeout
+                nap = 0.0
                 until = next_tick if deadline is None else min(next_tick, deadline)
                 vi.eventq_wait(max(1, min(100_000_000,
                                           int((until - time.perf_counter()) * 1e9))))

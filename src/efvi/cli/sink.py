@@ -1,6 +1,7 @@
 """``efvi sink``: receive and count, after ef_vi's ``efsink``.
 
-    efvi sink [-n N] [-d] [-v] [-j] [-F FILL] [--duration S] [--json] URL FILTER...
+    efvi sink [-n N] [-d] [-v] [-j] [-F FILL] [--duration S] [--latency-ms MS] [--json]
+              URL FILTER...
 
 FILTER uses efsink's grammar (``udp:HOST:PORT[,RHOST:RPORT]``, ``eth:[vid=N,]MAC``,
 ``unicast-all``, ``multicast-all``, ``sniff``, ...; add ``,sniff`` to copy instead of
@@ -38,6 +39,10 @@ def register(sub: Subparsers) -> None:
                    help="join multicast groups of the filters through the kernel (IGMP)")
     p.add_argument("-F", dest="fill", type=at.int_range(1),
                    help="maximum RX ring fill level (>= 1)")
+    p.add_argument("--latency-ms", type=at.number(0.0, 1000.0), default=50.0, metavar="MS",
+                   help="let frames wait up to MS ms before they are counted, so a steady "
+                        "stream wakes the sink a few dozen times a second (default 50; "
+                        "0: handle frames as they arrive)")
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         last[:] = [st.rx_packets, st.rx_bytes]
         progress(f"{pkts:>10} {byts * 8 / 1e6:>14.3f} {st.rx_packets:>12}")
 
-    with Sink(args.url, specs, fill=args.fill, join=args.join) as sink:
+    with Sink(args.url, specs, fill=args.fill, join=args.join,
+              latency_ms=args.latency_ms) as sink:
         progress("#  pkt-rate  bandwidth(Mbps)  total-pkts")
         with stop_on_signals() as stop:
             st = sink.run(count=args.count, duration_s=args.duration, on_packet=hook,

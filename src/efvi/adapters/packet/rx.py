@@ -23,6 +23,9 @@ from efvi.adapters.dma import scatter
 from efvi.constants import PKT_BUF_SIZE
 from efvi.events import DiscardReason
 
+#: frame-sized numpy void types, by size (made once)
+_VOID: dict[int, np.dtype[np.void]] = {}
+
 
 class RxPath(PacketVIBase):
     """RX half of :class:`~efvi.adapters.packet.vi.PacketVI`."""
@@ -36,9 +39,14 @@ class RxPath(PacketVIBase):
             return
         self._take()
         n = int(addrs.shape[0])
-        idx = (self._d_tail + np.arange(n, dtype=np.int64)) & self._d_mask
-        self._d_addr[idx] = addrs
-        self._d_id[idx] = ids
+        a = self._d_tail & self._d_mask
+        if a + n <= self._d_mask + 1:  # no wrap: two slice stores
+            self._d_addr[a:a + n] = addrs
+            self._d_id[a:a + n] = ids
+        else:
+            idx = (self._d_tail + np.arange(n, dtype=np.int64)) & self._d_mask
+            self._d_addr[idx] = addrs
+            self._d_id[idx] = ids
         self._d_tail += n
 
     def rx_one(self) -> int:
@@ -170,7 +178,9 @@ class RxPath(PacketVIBase):
                     self._bpos = pos
                     return
                 part = fr.part(pos, pos + take)
-                done = self._take_fast(part, take)
+                done = self._take_stride(part, take) if fr.stride else 0
+                if done == 0:
+                    done = self._take_fast(part, take)
                 if done == 0:
                     done = self._take_slow(part, take)
                     if done == 0:
@@ -184,6 +194,84 @@ class RxPath(PacketVIBase):
             br.release(self._cur)
             self._cur = (self._cur + 1) % br.nblocks
             self._bfr = None
+
+    def _take_stride(self, fr: ring.Frames, n: int) -> int:
+        """TPACKET_V3 frames of one stride (:attr:`~.ring.Frames.stride`) — none cut
+        short, no VLAN tag, lengths within one 8-byte word of each other — into posted
+        buffers at one column of one region: ~20 numpy calls whatever ``n``, each one
+        1-D pass (the header columns are a contiguous copy, the frames a strided view
+        of the block: no gathers, no index arrays, no 2-D loops); each frame moves as
+        one fixed-size element, each event as three 8-byte words. Stops where the
+        descriptor FIFO wraps (the caller comes back for the rest); returns the frames
+        taken, 0 when they need :meth:`_take_fast`.
+        """
+        st, h, mac, mem = fr.stride, fr.h0, fr.mac, fr.mem
+        i0 = self._d_head & self._d_mask
+        if n > self._d_mask + 1 - i0:
+            n = self._d_mask + 1 - i0
+            fr = fr.part(0, n)
+        lens = fr.length
+        lmax = int(lens.max())
+        lmin = int(lens.min())
+        cw = (lmax + 7) & ~7  # bytes moved per frame: whole words
+        if lmax > min(self.rx_buffer_len, st - mac) or cw - lmin > 7 or (st | mac) & 7 \
+                or (fr.status & ring.TP_STATUS_VLAN_VALID).any() or (fr.snaplen != lens).any():
+            return 0
+        addrs = self._d_addr[i0:i0 + n]
+        a0 = int(addrs[0])
+        res = self.pd.resolve(a0)
+        if res is None:
+            return 0
+        dmem, off0 = res
+        col = off0 & (PKT_BUF_SIZE - 1)
+        if col & 7 or col + cw > PKT_BUF_SIZE:
+            return 0
+        vt = _VOID.get(cw)
+        if vt is None:
+            vt = _VOID[cw] = np.dtype((np.void, cw))
+        src: npt.NDArray[np.void] = np.ndarray((n,), vt, mem, h + mac, (st,))
+        nrows = dmem.shape[0] // PKT_BUF_SIZE
+        dst: npt.NDArray[np.void] = np.ndarray((nrows,), vt, dmem, col, (PKT_BUF_SIZE,))
+        r0 = off0 >> 11
+        if r0 + n <= nrows and np.array_equal(addrs, self._iota2k[:n] + np.uint64(a0)):
+            dst[r0:r0 + n] = src  # buffers posted in address order: one slice store
+        else:  # any order: every buffer at this column of this region, else not here
+            rel = addrs - np.uint64(a0 - off0 + col)
+            if int(rel.max()) >= dmem.shape[0] or (rel & np.uint64(PKT_BUF_SIZE - 1)).any():
+                return 0
+            dst[rel >> np.uint64(11)] = src
+        # events: type RX, flags SOP (| MULTICAST | OUTGOING), q_id; rq_id, len; ts. The
+        # frames' first bytes are read after the copy brought their lines in
+        np0 = self._np
+        ev = self._pend_words[np0:np0 + n]
+        w0 = (_SOP << 16) | (self.q_id << 32)
+        mc = np.ndarray((n,), np.uint8, mem, h + mac, (st,)) & 1
+        if self.adapter.direction != "in":
+            out = np.ndarray((n,), np.uint8, mem, h + fr.pkttype_at, (st,)) == _PACKET_OUTGOING
+            ev[:, 0] = w0 | (mc.astype(np.uint64) << np.uint64(19)) \
+                | (out.astype(np.uint64) << np.uint64(16 + _OUT.bit_length() - 1))
+        elif mc.any():
+            ev[:, 0] = w0 | (mc.astype(np.uint64) << np.uint64(19))
+        else:
+            ev[:, 0] = w0
+        ev32 = self._pend_u32[np0:np0 + n]
+        ev32[:, 2] = self._d_id[i0:i0 + n]
+        if lmin == lmax:
+            ev32[:, 3] = lmax
+            nbytes = n * lmax
+        else:
+            ev32[:, 3] = lens
+            nbytes = int(lens.sum())
+        ts = self._pend_i64[np0:np0 + n, 2]
+        ts[:] = fr.sec
+        ts *= 1_000_000_000
+        ts += fr.nsec
+        self._np = np0 + n
+        self._d_head += n
+        c = self.c
+        c["rx_packets"] += n
+        c["rx_bytes"] += nbytes
+        return n
 
     def _take_fast(self, fr: ring.Frames, n: int) -> int:
         """The n frames of ``fr``, one buffer each, vectorised; 0 if not applicable."""

@@ -84,10 +84,14 @@ class PacketVIBase(HwVI):
         self._d_addr = np.zeros(rs, np.uint64)
         self._d_id = np.zeros(rs, np.uint32)
         self._d_mask = rs - 1
+        #: 0, 2 KiB, 4 KiB, ...: a run of buffers posted in address order, from its first
+        self._iota2k = np.arange(rs, dtype=np.uint64) * np.uint64(PKT_BUF_SIZE)
         self._d_head = self._d_tail = 0
         # events made while taking frames, handed out by harvest
         self._pend = event_array(2 * rs + 64)
         self._pend_words = self._pend.view(np.uint64).reshape(-1, 3)
+        self._pend_u32 = self._pend.view(np.uint32).reshape(-1, 6)
+        self._pend_i64 = self._pend.view(np.int64).reshape(-1, 3)
         self._np = 0  # pending events are self._pend[self._ph:self._np]
         self._ph = 0
         # TX completion FIFO: one entry per frame
