@@ -23,9 +23,10 @@ Commands run in ``bash`` in a scratch directory that links the repository's
 line ends in ``echo "exit $?"`` must print the ``exit N`` its documented output shows;
 every other command must exit 0. Receivers (``efvi sink``/``capture``/``station``/
 ``rss``/``forward``/``latency pong``, ``tcpdump -i``) start in the background and the
-block's next commands run once they print their first line; at the end of the block
+block's next commands run once they print their first line; before the next receiver
+and at the end of the block
 they must have finished (exit 0) by themselves, or — when their documented output
-shows ``^C`` — stop with a summary on SIGINT.
+shows ``^C`` — stop with a summary on SIGINT; the next receiver starts after that.
 """
 
 from __future__ import annotations
@@ -251,11 +252,14 @@ class Runner:
         background: list[tuple[Command, str, subprocess.Popen[str]]] = []
         for c in cmds:
             text = self.rewrite(c.text)
+            if RECEIVER.match(text):  # the receivers before it have had their traffic
+                self._finish(background)
+                background = []
             if RECEIVER.match(text) and c.expect_exit is None:
                 p = subprocess.Popen(["bash", "-c", text], cwd=self.cwd, env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, start_new_session=True)
-                _wait_ready(p, 8.0)
+                _wait_ready(p, 4.0)
                 background.append((c, text, p))
                 continue
             try:
@@ -271,6 +275,10 @@ class Runner:
                 why = f"did not print the documented line {line!r}" if line else None
             if why:
                 self._fail(r, why)
+        self._finish(background)
+
+    def _finish(self, background: list[tuple[Command, str, subprocess.Popen[str]]]) -> None:
+        """Wait for background receivers (SIGINT first where the doc shows ^C)."""
         for c, text, p in background:
             if c.interrupted:
                 time.sleep(0.5)
