@@ -152,7 +152,9 @@ def lab_name() -> Iterator[str]:
 
 
 def _substitutions(name: str) -> list[tuple[str, str]]:
-    return [(r"\befvi-([ab])\b", rf"{name}-\1"),
+    """The lab's names → this run's; cross-process sim wires (abstract sockets, one
+    name space per host network namespace) get this run's suffix too."""
+    return [(r"\befvi-([ab])\b", rf"{name}-\1"), (r"wire=@(\w+)", rf"wire=@\1-{name}"),
             (r"\befvi lab (up|down|status)\b(?! --name)", rf"efvi lab \1 --name {name}")]
 
 
