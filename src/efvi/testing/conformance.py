@@ -402,6 +402,27 @@ class AdapterConformance:
         assert all(e.sop and not e.cont for e in evs)
         assert rx.vi.receive_fill_level() == 6
 
+    def test_per_packet_loop_refill(self, link: Link, eps: tuple[Endpoint, Endpoint]) -> None:
+        """efsink's loop — ``eventq_poll``, ``receive_init`` per RX event, one
+        ``receive_push`` per poll — takes 40 frames in order on 8 buffers reused 5 times."""
+        tx, rx = eps
+        rx.vi.filter_add(spec_for(link, FilterSpec.ip4_local("udp", link.rx_ip, self.port + 11)))
+        rx.post(range(8))
+        fs = frames(link, 40, self.port + 11)
+        seqs: list[int] = []
+        for burst in range(5):
+            send(tx, fs[8 * burst:8 * burst + 8], first_id=8 * burst)
+            deadline = time.monotonic() + link.timeout
+            while len(seqs) < 8 * burst + 8 and time.monotonic() < deadline:
+                for e in rx.vi.eventq_poll(64):
+                    if e.type == EventType.RX:
+                        assert e.sop and not e.cont and 0 <= e.rq_id < 8
+                        seqs.append(payload_seq(rx, e.rq_id, e.ofs))
+                        assert rx.vi.receive_init(rx.addr(e.rq_id), e.rq_id) == 0
+                assert rx.vi.receive_push() >= 0
+        assert seqs == list(range(40))
+        assert rx.vi.receive_fill_level() == 8 and rx.vi.stats()["rx_packets"] >= 40
+
     def test_poll_rx1_one_frame_path(self, link: Link, eps: tuple[Endpoint, Endpoint]) -> None:
         """``poll_rx1`` hands over whole frames one by one (id, ``rx1`` = ofs, len, ts) or
         says -2 "take it with poll()"; together they deliver every frame once, in order."""
