@@ -69,6 +69,7 @@ if not d.capabilities.steal:
     spec = spec.sniff()
 vi.filter_add(spec)
 addrs = mr.dma_addrs()
+base = int(addrs[0])
 post = min(NB, RXQ - 1)
 vi.receive_post_batch(addrs[:post], np.arange(post, dtype=np.uint32))
 print("ready", flush=True)
@@ -88,7 +89,6 @@ while True:
     else:
         evs = vi.eventq_poll(64)
         k = len(evs)
-        base = int(addrs[0])
         for e in evs:  # efsink's pattern: receive_init per buffer, one push per poll
             if e.type == 0:
                 n += 1

@@ -224,6 +224,7 @@ def _fake_xdp(n: int, descs: list[tuple[int, int, int, int, int]], start: int) -
     s: Any = SimpleNamespace()
     s.rx = r
     vi.rx_socks = [(0, s)]
+    vi._rx1q = (0, r)
     vi._sw, vi._runs, vi._tx_unkicked = collections.deque(), collections.deque(), False
     vi._rx_cons, vi._chain_len, vi._chain_ts = {0: start}, {0: 0}, {0: 0}
     vi._q_out = {0: len(descs)}

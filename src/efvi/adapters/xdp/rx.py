@@ -142,18 +142,16 @@ class RxPath(XdpVIBase):
         and one tuple; one consumer store per call; no numpy. None — use
         :meth:`harvest` — while TX completions or SW events are outstanding, on several
         queues, or at a multi-buffer frame."""
-        socks = self.rx_socks
-        if len(socks) != 1 or self._sw or self._runs or self._tx_unkicked:
+        one = self._rx1q
+        if one is None:
             return None
-        q, s = socks[0]
-        r = s.rx
-        assert r is not None
+        q, r = one
         cons = self._rx_cons[q]
         k = (r.prod[0] - cons) & M32
+        if self._sw or self._runs or self._tx_unkicked or self._chain_len[q]:
+            return None
         if k == 0:
             return [], 0
-        if self._chain_len[q]:
-            return None
         if k > max_events:
             k = max_events
         dq, di, ids, umem, umem_q, mask = (r.desc_q, r.desc_i, self._rx_id_mv, self._umem_mv,

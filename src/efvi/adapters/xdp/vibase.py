@@ -15,7 +15,7 @@ import numpy as np
 
 from efvi.adapters.base import HwVI
 from efvi.adapters.xdp.program import MAX_QUEUES
-from efvi.adapters.xdp.xsk import CHUNK_SIZE, XskSocket
+from efvi.adapters.xdp.xsk import CHUNK_SIZE, Ring, XskSocket
 from efvi.errors import SetupError
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ class XdpVIBase(HwVI):
         self.groups: set[int] = set()
         self.socks: dict[int, XskSocket] = {}
         self.rx_socks: list[tuple[int, XskSocket]] = []
+        #: (queue, RX ring) of a VI with exactly one RX socket (the per-packet path)
+        self._rx1q: tuple[int, Ring] | None = None
         self.tx_sock: XskSocket | None = None
         self._sw: collections.deque[int] = collections.deque()
         self._closed = False
@@ -108,6 +110,8 @@ class XdpVIBase(HwVI):
         self._poller = select.poll()
         for _, s in self.rx_socks:
             self._poller.register(s.fd, select.POLLIN)
+        if len(self.rx_socks) == 1 and self.rx_socks[0][1].rx is not None:
+            self._rx1q = (self.rx_socks[0][0], self.rx_socks[0][1].rx)
         return True
 
     def _open_sockets(self, plan: list[int], need_rx: bool) -> None:
@@ -194,6 +198,7 @@ class XdpVIBase(HwVI):
             s.close()
         self.socks.clear()
         self.rx_socks.clear()
+        self._rx1q = None
         self._published = False
         self.tx_sock = None
         self._poller = None
