@@ -80,6 +80,8 @@ def _owner(prog_id: int) -> dict[str, Any] | None:
         info["efvi_pid"] = pid
         info["owner_alive"] = os.path.exists(f"/proc/{pid}")
         info["queue_holders"] = _queue_holders(prog_id)
+        from efvi.adapters.xdp.link import displaced_of
+        info["displaced"] = displaced_of(prog_id)  # foreign programs it put aside (force=1)
     return info
 
 

@@ -33,6 +33,9 @@ def _print(d: dict[str, Any]) -> None:
                 + (f" ({h['comm']})" if h["alive"] else " (dead)") for h in held))
         elif held is not None:
             print("  xdp queues held: none")
+        for dp in prog.get("displaced", []):
+            print(f"  displaced by it (force=1): {dp['name']!r} id {dp['id']}, "
+                  f"{dp['mode']} mode — put back when efvi exits (lost on SIGKILL)")
     else:
         print("  xdp program: none attached")
     feats = d["xdp_features"]

@@ -9,7 +9,15 @@ Ownership rules (control path):
   efvi does not join another process's filter table (its sockets and UMEM live in
   that process). If the named pid is dead (a netlink-attached leftover of a crashed
   run), the program is detached and replaced.
-* A program efvi did not attach is never replaced, unless ``force=1``.
+* A program efvi did not attach is never replaced, unless ``force=1``. Then efvi takes
+  a reference to it (``BPF_PROG_GET_FD_BY_ID``, so it cannot vanish), warns on stderr,
+  records it in its config map (``efvi info`` shows it as ``displaced``) and attaches it
+  again, by netlink in the mode it was in, when the program is released, at exit and
+  on SIGTERM (the netlink-fallback cleanup below). On SIGKILL nothing of efvi runs: its
+  bpf_link goes with the process, the interface is left with no XDP program, and the
+  displaced program is freed with efvi's reference — lost, unless its loader pinned it
+  in bpffs or still holds it; reattach it with its loader (``ip link set dev IF
+  xdpgeneric|xdpdrv obj FILE`` or ``... pinned PATH``).
 * RX timestamps (``ts=auto|sw|hw``): unless ``ts=sw`` or ``mode=skb``, the program is
   first built with the metadata kfunc ``bpf_xdp_metadata_rx_timestamp`` (BTF id from
   vmlinux BTF), loaded device-bound and attached in drv mode; if the kfunc is missing
@@ -30,6 +38,7 @@ import errno as _errno
 import os
 import signal
 import struct
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -55,12 +64,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-# ---- netlink fallback cleanup ----------------------------------------------------------
-_netlink_attached: dict[int, "InterfaceProgram"] = {}
+# ---- cleanup at exit: netlink-attached programs, displaced programs to put back ----------
+_netlink_attached: dict[int, "InterfaceProgram"] = {}  # id(prog) -> prog needing undo
 _sigterm_installed = False
 
 
 def _detach_all_netlink() -> None:
+    """Detach every netlink-attached efvi program and put back what efvi displaced."""
     for prog in list(_netlink_attached.values()):
         try:
             prog.detach()
@@ -114,7 +124,7 @@ def queue_holders(prog_id: int) -> dict[int, int] | None:
             if info["name"] != CONFIG_MAP or info["value_size"] != 8:
                 continue
             out: dict[int, int] = {}
-            for q in range(max(0, int(info["max_entries"]) - 1)):
+            for q in range(min(MAX_QUEUES, max(0, int(info["max_entries"]) - 1))):
                 v = bpf.map_lookup(mfd, struct.pack("<I", 1 + q), 8)
                 pid = struct.unpack("<Q", v)[0] if v else 0
                 if pid:
@@ -128,6 +138,64 @@ def queue_holders(prog_id: int) -> dict[int, int] | None:
 
 
 # ---- the program --------------------------------------------------------------------------
+#: config map keys after the queue records hold what efvi displaced: ``<II`` (prog id,
+#: mode code)
+DISPLACED_KEYS = (1 + MAX_QUEUES, 2 + MAX_QUEUES)
+_MODE_CODE = {"drv": 1, "skb": 2}
+_CODE_MODE = {v: k for k, v in _MODE_CODE.items()}
+
+
+class Displaced:
+    """A foreign XDP program efvi removed with ``force=1``, held by fd until put back."""
+
+    __slots__ = ("mode", "prog_id", "name", "fd")
+
+    def __init__(self, mode: str, prog_id: int, name: str, fd: int) -> None:
+        self.mode, self.prog_id, self.name, self.fd = mode, prog_id, name, fd
+
+
+def displaced_of(prog_id: int) -> list[dict[str, Any]]:
+    """The programs the efvi program ``prog_id`` displaced (from its config map):
+    ``[{"id", "name", "mode"}]``, empty if none or unreadable."""
+    out: list[dict[str, Any]] = []
+    try:
+        pfd = bpf.prog_fd_by_id(prog_id)
+    except SetupError:
+        return out
+    try:
+        for mid in bpf.prog_map_ids(pfd):
+            mfd = bpf.map_fd_by_id(mid)
+            try:
+                mi = bpf.map_info(mfd)
+                if mi["name"] != CONFIG_MAP or mi["max_entries"] <= max(DISPLACED_KEYS):
+                    continue
+                for key in DISPLACED_KEYS:
+                    raw = bpf.map_lookup(mfd, struct.pack("<I", key), 8)
+                    if raw is None:
+                        continue
+                    did, code = struct.unpack("<II", raw)
+                    if did:
+                        out.append({"id": did, "name": bpf.prog_name_by_id(did),
+                                    "mode": _CODE_MODE.get(code, str(code))})
+            finally:
+                os.close(mfd)
+    except SetupError:
+        pass
+    finally:
+        os.close(pfd)
+    return out
+
+
+def _attached_ids(li: Any) -> list[tuple[str, int]]:
+    """(mode, prog id) of each program netlink reports on a link (drv/skb only)."""
+    if li.xdp_attached == "multi":
+        return [(m, i) for m, i in (("drv", li.xdp_drv_prog_id), ("skb", li.xdp_skb_prog_id))
+                if i]
+    if li.xdp_attached in _MODE_CODE and li.xdp_prog_id:
+        return [(li.xdp_attached, li.xdp_prog_id)]
+    return []
+
+
 def detach_command(ifname: str, attached: str) -> str:
     """The ``ip link`` command that removes an XDP program attached in ``attached`` mode
     (``xdp off`` only removes a native one; a generic one needs ``xdpgeneric off``)."""
@@ -170,13 +238,17 @@ class InterfaceProgram:
         self._kfunc_id: int | None = None
         self.bpf_filters: dict[int, tuple[Sequence[object], int]] = {}  # token -> (prog, target)
         self._bpf_ids = itertools.count(1)
+        #: foreign programs removed by ``force=1``, put back by :meth:`detach`
+        self.displaced: list[Displaced] = []
         try:
             self._check_owner(force)
             self._create_maps()
+            self._record_displaced()
             if not self._load_hw_variant(mode, ts):
                 self._load()
                 self._attach(mode)
         except BaseException:
+            self.detach()
             self._close_fds()
             raise
 
@@ -218,6 +290,7 @@ class InterfaceProgram:
         if not li.xdp_prog_id:
             return
         name = bpf.prog_name_by_id(li.xdp_prog_id) or "?"
+        leftover = False
         if name.startswith("efvi_") and name[5:].isdigit():
             pid = int(name[5:])
             if pid != os.getpid() and _pid_alive(pid):
@@ -230,27 +303,48 @@ class InterfaceProgram:
                     hint=f"stop process {pid}: one process drives an interface's program "
                          "(its VIs share it); for several processes on one interface, one "
                          "per RX queue, run efvid and open xdp:IF@Q?broker=1 in each")
-            force = True  # a leftover of a dead efvi run: safe to clear
+            leftover = True  # of a dead efvi run: safe to clear, nothing to put back
         elif not force:
             raise SetupError(
                 f"{self.ifname} already has XDP program {name!r} (id {li.xdp_prog_id}, "
                 f"{li.xdp_attached} mode) that efvi did not attach", errno=_errno.EBUSY,
                 hint=f"detach it ({detach_command(self.ifname, li.xdp_attached)}) or open "
                      f"xdp:{self.ifname}?force=1 to replace it")
+        held: list[Displaced] = []
         try:
+            for m, pid in ([] if leftover else _attached_ids(li)):  # held: cannot vanish
+                held.append(Displaced(m, pid, bpf.prog_name_by_id(pid) or "?",
+                                      bpf.prog_fd_by_id(pid)))
             xnl.detach(self.ifindex, li.xdp_attached)
         except SetupError as exc:
+            for h in held:
+                os.close(h.fd)
             raise SetupError(
                 f"cannot remove XDP program {name!r} (id {li.xdp_prog_id}) from "
                 f"{self.ifname}: {exc.message}", errno=exc.errno or _errno.EBUSY,
                 hint="it is held by a bpf_link of a running process; stop that process"
             ) from None
+        self.displaced = held
+        if held:
+            _netlink_attached[id(self)] = self  # put back at exit and on SIGTERM
+            _install_sigterm()
+        for h in held:
+            sys.stderr.write(f"efvi: replacing XDP program id {h.prog_id} ({h.name}) on "
+                             f"{self.ifname} in {h.mode} mode; it will be restored on exit\n")
+            sys.stderr.flush()
+
+    def _record_displaced(self) -> None:
+        """Write the displaced programs into the config map (read by ``efvi info``)."""
+        for key, h in zip(DISPLACED_KEYS, self.displaced):
+            bpf.map_update(self.fds["config"], struct.pack("<I", key),
+                           struct.pack("<II", h.prog_id, _MODE_CODE[h.mode]))
 
     def _create_maps(self) -> None:
         # entry 0: the presence mask the program reads; 1 + q: the pid holding RX
-        # queue q (0: free) — the owner record `efvi info` reads (see queue_holders)
-        self.fds["config"] = bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, 8, 1 + MAX_QUEUES,
-                                            CONFIG_MAP)
+        # queue q (0: free) — the owner record `efvi info` reads (see queue_holders);
+        # then DISPLACED_KEYS: the programs force=1 put aside (see displaced_of)
+        self.fds["config"] = bpf.map_create(bpf.BPF_MAP_TYPE_ARRAY, 4, 8,
+                                            1 + MAX_QUEUES + len(DISPLACED_KEYS), CONFIG_MAP)
         self.fds["ftable"] = bpf.map_create(bpf.BPF_MAP_TYPE_HASH, KEY_SIZE, 4, FTABLE_SIZE,
                                             "efvi_filters")
         self.fds["kmacs"] = bpf.map_create(bpf.BPF_MAP_TYPE_HASH, 8, 4, KMACS_SIZE,
@@ -391,17 +485,33 @@ class InterfaceProgram:
                          errno=e.errno, hint=e.hint or "try ?mode=skb (generic XDP)")
 
     def detach(self) -> None:
-        """Remove the program from the interface (idempotent)."""
+        """Remove the program from the interface and put back the programs it displaced
+        (idempotent)."""
         if self.link_fd >= 0:
             os.close(self.link_fd)
             self.link_fd = -1
-        if self.via == "netlink" and _netlink_attached.pop(id(self), None) is not None:
+        if _netlink_attached.pop(id(self), None) is not None and self.via == "netlink":
             with self.netns.enter():
                 try:
                     xnl.detach(self.ifindex, self.mode)
                 except SetupError:
                     pass
         self.via = ""
+        self._restore()
+
+    def _restore(self) -> None:
+        """Attach the displaced programs again, each in its mode; warn if one cannot be."""
+        held, self.displaced = self.displaced, []
+        for h in held:
+            try:
+                with self.netns.enter():
+                    xnl.attach(self.ifindex, h.fd, h.mode)
+            except (SetupError, OSError) as exc:
+                sys.stderr.write(f"efvi: could not restore XDP program id {h.prog_id} "
+                                 f"({h.name}) on {self.ifname} in {h.mode} mode: {exc}; "
+                                 "reattach it with its loader\n")
+            finally:
+                os.close(h.fd)
 
     def _close_fds(self) -> None:
         if self.link_fd >= 0:
