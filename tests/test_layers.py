@@ -53,6 +53,7 @@ LAYERS: dict[str, str] = {
     "efvi.bpf": "support",
     "efvi.netutil": "support",
     "efvi.netns": "support",     # namespaces and veth pairs (efvi lab, test fixtures)
+    "efvi.linkstate": "support",
     "efvi.hwts": "support",
     "efvi.errors": "base",       # everything may raise efvi errors
     "efvi.constants": "base",

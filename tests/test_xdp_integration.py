@@ -143,6 +143,9 @@ def test_foreign_program_is_never_replaced_unless_forced(pair: netns.VethPair) -
         drv = open_in(a, f"xdp:{a.ifname}?force=1&mode=skb")
         assert "efvi_" in xdp_attached(a) and "not_efvi" not in xdp_attached(a)
         drv.close()
+        # the displaced program is put back (issue 9 case 2); removing it is the user's
+        assert "not_efvi" in xdp_attached(a) and "efvi_" not in xdp_attached(a)
+        a.run("ip", "link", "set", "dev", a.ifname, "xdpgeneric", "off")
         assert xdp_attached(a) == ""
     finally:
         os.close(fd)

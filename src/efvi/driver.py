@@ -50,6 +50,12 @@ class Driver:
         """The adapter's clock, int ns (the clock RX timestamps use)."""
         return self.adapter.now_ns()
 
+    def link_state(self) -> str:
+        """``up`` | ``no-carrier`` | ``down`` | ``gone``: whether the interface can still
+        carry frames (control path, a few µs: for a periodic check, not per packet)."""
+        self._check_open()
+        return self.adapter.link_state()
+
     def require(self, capability: str, *, who_has: str) -> None:
         """Raise UnsupportedError unless the adapter has ``capability``."""
         if not getattr(self.capabilities, capability):

@@ -69,6 +69,9 @@ class TxErrorType(IntEnum):
     OFLOW = 1
     TOO_BIG = 2
     BUS = 3
+    #: efvi's own: the link could not carry the frame (no carrier, interface down or
+    #: gone) and it was not sent; the kernel adapters report it instead of retrying
+    LINK_DOWN = 4
 
 
 class ClockSource:

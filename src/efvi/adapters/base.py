@@ -273,5 +273,16 @@ class Adapter(ABC):
     def now_ns(self) -> int:
         """The adapter clock (the one RX timestamps use), int ns."""
 
+    def link_state(self) -> str:
+        """Whether the interface can carry frames: ``up``, ``no-carrier``, ``down`` or
+        ``gone`` (deleted, or moved to another namespace) — see
+        :class:`efvi.linkstate.LinkProbe`.
+
+        Control path, cheap (two ioctls on the kernel adapters): meant for an
+        application's once-a-second check, never per packet. An adapter without a
+        link to lose (sim) is always ``up``.
+        """
+        return "up"
+
     def close(self) -> None:
         """Release everything the adapter opened (idempotent)."""

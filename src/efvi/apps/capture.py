@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from efvi import (Driver, EventType, FilterSpec, MemoryRegion, ProtectionDomain,
                   VirtualInterface, VISet)
+from efvi.apps._link import link_lost
 from efvi.bpf.libpcap import DEFAULT_SNAPLEN
 from efvi.constants import PKT_BUF_SIZE
 from efvi.errors import EfviError, SetupError, UnsupportedError
@@ -297,6 +298,10 @@ class Capture:
                 if now >= tick:
                     tick = now + 1.0
                     st.elapsed_s = now - t0
+                    lost = link_lost(self.driver)  # control path, once a second
+                    if lost:
+                        st.error = lost
+                        break
                     self._refresh()
                     if on_second is not None:
                         on_second(st)

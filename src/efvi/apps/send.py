@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from efvi import Driver, MemoryRegion, ProtectionDomain, SetupError, VirtualInterface
+from efvi.apps._link import link_lost
 from efvi.apps.common import StopFlag
 from efvi.constants import PKT_BUF_SIZE
 from efvi.filters import parse_mac
@@ -34,6 +35,8 @@ class SendStats:
     elapsed_s: float = 0.0
     frame_len: int = 0
     rejected: int = 0
+    not_sent: int = 0  # frames completed as TX errors because the link was down
+    error: str = ""  # why it stopped or what failed (link gone / no carrier), else empty
 
 
 def _fold(x: np.ndarray) -> np.ndarray:
@@ -144,8 +147,9 @@ class Sender:
             raise SetupError(f"batch {batch} / sleep {sleep_us} µs out of range",
                              errno=errno.EINVAL,
                              hint="use batch >= 1 (0 or None: auto) and sleep_us >= 0")
+        down0 = self.vi.stats().get("tx_link_down_drops", 0)
         if batch == 1:
-            return self._run_per_packet(count, sleep_us, on_second, stop)
+            return self._finish(self._run_per_packet(count, sleep_us, on_second, stop), down0)
         st = SendStats(frame_len=len(self.frame))
         vi = self.vi
         batch = self.auto_batch() if not batch else batch
@@ -185,15 +189,27 @@ class Sender:
             if now >= next_tick:
                 next_tick += 1.0
                 st.elapsed_s = now - t0
+                st.error = link_lost(self.driver, carrier=True)  # once a second
+                if st.error:
+                    break
                 if on_second is not None:
                     on_second(st)
-        deadline = time.perf_counter() + 2.0
+        deadline = time.perf_counter() + (0.0 if st.error else 2.0)
         while st.completed < st.tx_packets and time.perf_counter() < deadline:
             done = vi.transmit_completed(vi.poll())
             st.completed += int(done.size)
             if done.size == 0:
                 time.sleep(0.0005)
         st.elapsed_s = time.perf_counter() - t0
+        return self._finish(st, down0)
+
+    def _finish(self, st: SendStats, down0: int) -> SendStats:
+        """Say what the link did to the frames: ``not_sent`` and ``error``."""
+        st.not_sent = self.vi.stats().get("tx_link_down_drops", 0) - down0
+        if st.not_sent:
+            why = (st.error or link_lost(self.driver, carrier=True)
+                   or "the link was down when they were sent")
+            st.error = f"{st.not_sent} frames not sent: {why}"
         return st
 
     def _run_per_packet(self, count: int, sleep_us: int,
@@ -236,9 +252,12 @@ class Sender:
             if now >= next_tick:
                 next_tick += 1.0
                 st.elapsed_s = now - t0
+                st.error = link_lost(self.driver, carrier=True)  # once a second
+                if st.error:
+                    break
                 if on_second is not None:
                     on_second(st)
-        deadline = time.perf_counter() + 2.0
+        deadline = time.perf_counter() + (0.0 if st.error else 2.0)
         while st.completed < st.tx_packets and time.perf_counter() < deadline:
             evs = vi.eventq_poll()
             for ev in evs:

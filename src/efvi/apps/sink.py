@@ -35,6 +35,7 @@ import numpy as np
 
 from efvi import (Driver, EventBatch, EventType, FilterSpec, MemoryRegion,
                   ProtectionDomain, VirtualInterface)
+from efvi.apps._link import link_lost
 from efvi.apps.common import StopFlag
 from efvi.constants import EF_VI_RX_EVENT_MERGE, PKT_BUF_SIZE
 from efvi.errors import SetupError, UnsupportedError
@@ -57,6 +58,7 @@ class SinkStats:
     clock: str = ""
     first_s: float | None = None  # perf_counter when the first RX batch arrived
     last_s: float = 0.0  # and when the last one had been handled
+    error: str = ""  # why it stopped early (the interface went away), else empty
 
     @property
     def pps(self) -> float:
@@ -189,6 +191,9 @@ class Sink:
             if now >= next_tick:
                 next_tick += 1.0
                 st.elapsed_s = now - t0
+                st.error = link_lost(self.driver)  # control path, once a second
+                if st.error:
+                    break
                 if on_second is not None:
                     on_second(st)
         st.elapsed_s = time.perf_counter() - t0

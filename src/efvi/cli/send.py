@@ -12,6 +12,7 @@ second (stderr) and efsend's summary (stdout).
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 from efvi.cli import argtypes as at
@@ -69,20 +70,29 @@ def run(args: argparse.Namespace) -> int:
                          stop=stop)
         vst = snd.vi.stats()
     secs = st.elapsed_s or 1e-9
+    # frames the link refused (not_sent) were posted but never left: not counted as sent
+    sent = st.tx_packets - st.not_sent
+    sent_bytes = sent * st.frame_len
     if args.json:
         emit_json({"url": args.url, "dest": f"{args.dest}:{args.port}",
-                   "tx_packets": st.tx_packets, "tx_bytes": st.tx_bytes,
+                   "tx_packets": sent, "tx_bytes": sent_bytes,
                    "completed": st.completed, "out_of_order_completions": st.out_of_order,
                    "frame_len": st.frame_len, "elapsed_s": round(st.elapsed_s, 6),
-                   "pps": round(st.tx_packets / secs, 1), "drops": vst["drops"],
-                   "drop_causes": {k: v for k, v in vst.items() if k.endswith("_drops")}})
+                   "pps": round(sent / secs, 1), "drops": vst["drops"],
+                   "drop_causes": {k: v for k, v in vst.items() if k.endswith("_drops")},
+                   "not_sent": st.not_sent, "error": st.error or None})
     else:
-        print(f"Sent {st.tx_packets} packets")
+        print(f"Sent {sent} packets" + (f" ({st.not_sent} more not sent: link down)"
+                                         if st.not_sent else ""))
         print(f"Time: {st.elapsed_s:.6f} s")
-        print(f"Rate: {st.tx_packets / secs / 1e6:.4f} Mpps")
-        print(f"Bw: {st.tx_bytes * 8 / secs / 1e6:.2f} Mbps")
+        print(f"Rate: {sent / secs / 1e6:.4f} Mpps")
+        print(f"Bw: {sent_bytes * 8 / secs / 1e6:.2f} Mbps")
         if vst["drops"]:
             causes = ", ".join(f"{k}={v}" for k, v in vst.items() if k.endswith("_drops") and v)
             print(f"Dropped: {vst['drops']} ({causes})")
+    if st.error:
+        sys.stdout.flush()
+        print(f"efvi send: {st.error}", file=sys.stderr)
+        return EXIT_RUNTIME
     ok = st.completed == st.tx_packets and st.out_of_order == 0
     return EXIT_OK if ok else EXIT_RUNTIME

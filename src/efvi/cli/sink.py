@@ -13,10 +13,11 @@ SIGINT/SIGTERM stop it with the summary.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 from efvi.cli import argtypes as at
-from efvi.cli.common import (EXIT_OK, Subparsers, add_json_flag, emit_json, progress,
+from efvi.cli.common import (EXIT_OK, EXIT_RUNTIME, Subparsers, add_json_flag, emit_json, progress,
                              stop_on_signals)
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                    "rx_discards": st.rx_discards, "rx_after_limit": st.rx_after_limit,
                    "drops": st.drops,
                    "drop_causes": st.drop_causes, "elapsed_s": round(st.elapsed_s, 6),
-                   "pps": round(pps, 1), "clock": st.clock})
+                   "pps": round(pps, 1), "clock": st.clock, "error": st.error or None})
     else:
         print(f"received {st.rx_packets} packets ({st.rx_bytes} bytes) in {st.elapsed_s:.3f} s "
               f"({pps:.0f} pps from first to last); discards {st.rx_discards}; drops {st.drops}")
@@ -100,4 +101,8 @@ def run(args: argparse.Namespace) -> int:
         causes = ", ".join(f"{k}={v}" for k, v in st.drop_causes.items() if v)
         if causes:
             print(f"drops by cause: {causes}")
+    if st.error:
+        sys.stdout.flush()
+        print(f"efvi sink: {st.error}", file=sys.stderr)
+        return EXIT_RUNTIME
     return EXIT_OK

@@ -60,7 +60,10 @@ TX
     frees the skb (status back to AVAILABLE); completions are reported strictly in
     submission order, ≤ 64 frames per TX event, ``rq_id`` = cumulative descriptors.
     A frame longer than the interface MTU (+ header, + 4 if VLAN-tagged) completes as
-    TX_ERROR/TOO_BIG (``tx_too_big_drops``) without reaching the kernel.
+    TX_ERROR/TOO_BIG (``tx_too_big_drops``) without reaching the kernel. A frame the
+    link cannot carry (``send()`` fails and the interface has no carrier, is down or
+    gone) is handed to the kernel once and completes as TX_ERROR/LINK_DOWN
+    (``tx_link_down_drops``), with every frame queued behind it.
 
 VI sets
     One socket per VI, joined into one ``PACKET_FANOUT_HASH`` group. The kernel's
@@ -114,6 +117,7 @@ from efvi.adapters.packet.pd import PacketPD, _FilterHandle
 from efvi.adapters.packet.vi import PacketVI
 from efvi.constants import MAX_TX_FRAME
 from efvi.broker.client import use_broker
+from efvi.linkstate import LinkProbe
 from efvi.errors import SetupError, UnsupportedError
 from efvi.filters import FilterKind, FilterSpec
 
@@ -163,6 +167,7 @@ class PacketAdapter(Adapter):
         self._members: dict[int, int] = {}  # mr_type → references
         self._ptp: tuple[int, int] | None = None
         self._hw_saved: bytes | None = None
+        self._probe: LinkProbe | None = None
         try:
             self._open(options)
         except BaseException:
@@ -276,10 +281,21 @@ class PacketAdapter(Adapter):
         with self._ns.enter():
             return netutil.multicast_macs(self.iface)
 
+    def link_state(self) -> str:
+        """``up`` | ``no-carrier`` | ``down`` | ``gone`` (two ioctls; see the base)."""
+        if self._closed:
+            return "gone"
+        if self._probe is None:
+            with self._ns.enter():
+                self._probe = LinkProbe(self.ifindex)
+        return self._probe.state()
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._probe is not None:
+            self._probe.close()
         for vi in list(self._vis):
             vi.close()
         if self._msock is not None:

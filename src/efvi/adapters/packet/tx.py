@@ -3,6 +3,13 @@
 :meth:`TxPath.tx_post` copies frames into SEND_REQUEST slots (vectorised when every
 frame is one descriptor in one region) and kicks with one ``send()``;
 :meth:`TxPath._tx_complete` turns slots the kernel gave back into TX/TX_ERROR events.
+
+A frame is handed to the kernel once. When ``send()`` fails because the link cannot
+carry frames (``ENOBUFS``/``ENETDOWN``/``ENXIO`` and the interface has no carrier, is
+down or gone), the kernel has put the frame it tried back to SEND_REQUEST; kicking again
+would make it try (and drop, counting ``tx_dropped``) the same slot on every poll. So
+every frame still waiting is taken back instead and completes as TX_ERROR/LINK_DOWN
+(``tx_link_down_drops``). With a carrier, ENOBUFS (congestion) is retried as before.
 """
 
 from __future__ import annotations
@@ -20,6 +27,12 @@ from efvi.adapters.packet.vibase import PacketVIBase
 from efvi.adapters.dma import scatter
 from efvi.constants import EF_VI_TRANSMIT_BATCH
 from efvi.events import TxErrorType
+
+_TOO_BIG_SLOT = -1  # completion FIFO slot markers: never handed to the kernel
+_LINK_DOWN_SLOT = -2
+_LINK_ERRNOS = frozenset((errno.ENOBUFS, errno.ENETDOWN, errno.ENXIO, errno.ENODEV))
+_ERR_KIND = {_TOO_BIG_SLOT: (int(TxErrorType.TOO_BIG), "tx_too_big_drops"),
+             _LINK_DOWN_SLOT: (int(TxErrorType.LINK_DOWN), "tx_link_down_drops")}
 
 
 class TxPath(PacketVIBase):
@@ -106,7 +119,7 @@ class TxPath(PacketVIBase):
         frame = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         if total > self.adapter.max_frame + 4 or (
                 total > self.adapter.max_frame and not _tagged(frame)):
-            self._c_slot[ci] = -1  # TOO_BIG: completes as a TX_ERROR, never sent
+            self._c_slot[ci] = _TOO_BIG_SLOT  # completes as a TX_ERROR, never sent
             return False
         slot = self._slot_next % t.nslots
         self._slot_next += 1
@@ -119,9 +132,45 @@ class TxPath(PacketVIBase):
 
     def _kick(self) -> None:
         err = self._s.kick()
-        if err and err not in (errno.EAGAIN, errno.ENOBUFS):
-            self.c["tx_kick_errors"] += 1
+        if err and err != errno.EAGAIN:
+            if err in _LINK_ERRNOS and self._link_down():
+                self._fail_unsent()
+                err = 0
+            elif err != errno.ENOBUFS:
+                self.c["tx_kick_errors"] += 1
         self._kick_err = err
+
+    def _link_down(self) -> bool:
+        """The interface cannot carry frames now (only asked after a failed send())."""
+        try:
+            return self.adapter.link_state() != "up"
+        except OSError:
+            return False
+
+    def _fail_unsent(self) -> None:
+        """Take back every frame still waiting for the kernel (SEND_REQUEST): each
+        completes as TX_ERROR/LINK_DOWN instead of being handed to the kernel again.
+
+        Safe: the kernel only reads SEND_REQUEST slots inside ``send()``, and this runs
+        after it returned. The kernel's ring head stays on the frame it failed (the
+        first taken back), so the next frames are written from that slot on. Cost: one
+        strided status read of the in-flight frames."""
+        t = self._tx
+        h, tl = self._c_head, self._c_tail
+        if t is None or h == tl:
+            return
+        idx = np.arange(h, tl, dtype=np.int64) & self._c_mask
+        slots = self._c_slot[idx]
+        pending = (slots >= 0) & (t.status[np.maximum(slots, 0)] == ring.TP_STATUS_SEND_REQUEST)
+        n = int(np.count_nonzero(pending))
+        # the kernel stopped at the first of them and keeps its ring head there: they
+        # must be the last n slots handed out, so the next frame can take the first
+        # one again (where the kernel will look); anything else: leave them to it
+        if not n or int(slots[pending][0]) != (self._slot_next - n) % t.nslots:
+            return
+        t.status[slots[pending]] = ring.TP_STATUS_AVAILABLE
+        self._c_slot[idx[pending]] = _LINK_DOWN_SLOT
+        self._slot_next -= n
 
     def _tx_complete(self, out: EventArray, pos: int, room: int) -> int:
         """Write TX/TX_ERROR events for completed frames, in order; return events written.
@@ -172,15 +221,17 @@ class TxPath(PacketVIBase):
             return m
         written = 0
         i = 0
+        code = np.minimum(slots[:k], 0)  # 0: sent, else the slot marker of the error
         while i < k and written < room:
-            kind_err = bool(err[i])
+            kind = int(code[i])
+            kind_err = kind < 0
             j = i + 1
             lim = min(k, i + batch)
-            while j < lim and bool(err[j]) == kind_err:
+            while j < lim and int(code[j]) == kind:
                 j += 1
             e = out[pos + written]
             e["type"] = _TXERR if kind_err else _TX
-            e["subtype"] = int(TxErrorType.TOO_BIG) if kind_err else 0
+            e["subtype"] = _ERR_KIND[kind][0] if kind_err else 0
             e["flags"] = 0
             e["q_id"] = self.q_id
             e["ofs"] = 0
@@ -188,7 +239,7 @@ class TxPath(PacketVIBase):
             e["len"] = 0
             e["ts_ns"] = 0 if stamps is None or kind_err else int(stamps[j - 1])
             if kind_err:
-                self.c["tx_too_big_drops"] += j - i
+                self.c[_ERR_KIND[kind][1]] += j - i
             else:
                 self.c["tx_packets"] += j - i
                 self.c["tx_bytes"] += int(self._c_len[idx[i:j]].sum())

@@ -107,6 +107,7 @@ class PacketVIBase(HwVI):
         self.c: dict[str, int] = dict.fromkeys(
             ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_nodesc_drops",
              "rx_trunc_drops", "rx_nodesc_trunc_drops", "rx_ring_drops", "tx_too_big_drops",
+             "tx_link_down_drops",
              "rx_kernel_packets", "tx_kick_errors"), 0)
         # TX timestamps (EF_VI_TX_TIMESTAMPS): SO_TIMESTAMPING stamps from the error
         # queue, keyed by OPT_ID (the socket's count of frames sent); the TX ring's own

@@ -82,6 +82,7 @@ from efvi.adapters.xdp.pd import XdpPD
 from efvi.adapters.xdp.program import MAX_QUEUES
 from efvi.adapters.xdp.vi import XdpVI
 from efvi.broker.client import use_broker
+from efvi.linkstate import LinkProbe
 from efvi.errors import SetupError, UnsupportedError
 from efvi.filters import FilterKind
 from efvi.netutil import NetnsHandle
@@ -124,6 +125,7 @@ class XdpAdapter(Adapter):
         self.zerocopy: bool | None = None if zc in ("auto", "") else _truthy(zc)
         force = _truthy(options.get("force"))
         self.netns = NetnsHandle()
+        self._probe: LinkProbe | None = None
         try:
             li = netutil.link_info(iface)
             if not li.up:
@@ -227,10 +229,21 @@ class XdpAdapter(Adapter):
     def attach_mode(self) -> str:
         return self.program.mode
 
+    def link_state(self) -> str:
+        """``up`` | ``no-carrier`` | ``down`` | ``gone`` (two ioctls; see the base)."""
+        if self._closed:
+            return "gone"
+        if self._probe is None:
+            with self.netns.enter():
+                self._probe = LinkProbe(self.ifindex)
+        return self._probe.state()
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._probe is not None:
+            self._probe.close()
         self.program.release()
         self.netns.close()
 
