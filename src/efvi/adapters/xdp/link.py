@@ -310,25 +310,25 @@ class InterfaceProgram:
                 f"{li.xdp_attached} mode) that efvi did not attach", errno=_errno.EBUSY,
                 hint=f"detach it ({detach_command(self.ifname, li.xdp_attached)}) or open "
                      f"xdp:{self.ifname}?force=1 to replace it")
-        held: list[Displaced] = []
+        taken: list[Displaced] = []
         try:
             for m, pid in ([] if leftover else _attached_ids(li)):  # held: cannot vanish
-                held.append(Displaced(m, pid, bpf.prog_name_by_id(pid) or "?",
+                taken.append(Displaced(m, pid, bpf.prog_name_by_id(pid) or "?",
                                       bpf.prog_fd_by_id(pid)))
             xnl.detach(self.ifindex, li.xdp_attached)
         except SetupError as exc:
-            for h in held:
+            for h in taken:
                 os.close(h.fd)
             raise SetupError(
                 f"cannot remove XDP program {name!r} (id {li.xdp_prog_id}) from "
                 f"{self.ifname}: {exc.message}", errno=exc.errno or _errno.EBUSY,
                 hint="it is held by a bpf_link of a running process; stop that process"
             ) from None
-        self.displaced = held
-        if held:
+        self.displaced = taken
+        if taken:
             _netlink_attached[id(self)] = self  # put back at exit and on SIGTERM
             _install_sigterm()
-        for h in held:
+        for h in taken:
             sys.stderr.write(f"efvi: replacing XDP program id {h.prog_id} ({h.name}) on "
                              f"{self.ifname} in {h.mode} mode; it will be restored on exit\n")
             sys.stderr.flush()
