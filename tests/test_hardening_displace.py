@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -143,19 +142,25 @@ def test_2_cli_sink_sigterm_restores(pair: netns.VethPair) -> None:
         proc = a.popen(sys.executable, "-m", "efvi.cli.main", "sink",
                        f"xdp:{a.ifname}?force=1&mode=skb", "unicast-all", env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        seen = b""
         try:
-            for _ in range(200):
-                if _attached(a)[2].startswith("efvi_"):
+            assert proc.stderr is not None
+            while b"pkt-rate" not in seen:  # the sink is running (its progress header)
+                line = proc.stderr.readline()
+                if not line:
                     break
-                time.sleep(0.05)
-            assert _attached(a)[2].startswith("efvi_")
+                seen += line
+            assert _attached(a)[2].startswith("efvi_"), seen
             proc.send_signal(signal.SIGTERM)
             _out, err = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        assert proc.returncode == 0, err.decode()
+        err = seen + err
+        # 0: the CLI's handler stopped it with its summary; 143: the signal came in the
+        # moment before the CLI installed it, and the adapter's own handler ran
+        assert proc.returncode in (0, 143), err.decode()
         assert f"replacing XDP program id {pid}" in err.decode()
         assert _attached(a) == ("skb", pid, "foreign_pass")
     finally:
