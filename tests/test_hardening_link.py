@@ -227,3 +227,31 @@ def test_13_link_state_follows_the_interface(pair: netns.VethPair) -> None:
         subprocess.run(["ip", "-n", a.netns, "link", "set", "dev", a.ifname, "netns",
                         b.netns], check=True)
         assert states("gone") == ("gone", "gone")
+
+
+def test_14_send_on_xdp_with_peer_down_says_so(pair: netns.VethPair) -> None:
+    """xdp's kernel completes the frames it drops: send checks the link at the end."""
+    skip_unless_xdp()
+    a, b = pair.a, pair.b
+    b.run("ip", "link", "set", "dev", b.ifname, "down")
+    r = a.run(*_CLI, "send", f"xdp:{a.ifname}?mode=skb", b.ip, "9000", "-n", "5",
+              check=False, env=_ENV)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert (f"efvi send: 5 frames handed to the kernel may be lost: {a.ifname} has no "
+            "carrier (peer down)") in r.stderr, r.stderr
+
+
+def test_13_replay_stops_when_the_link_has_no_carrier(pair: netns.VethPair) -> None:
+    """tcpreplay's timing of a 39 s capture: stopped within about a second, exit 1."""
+    a, b = pair.a, pair.b
+    b.run("ip", "link", "set", "dev", b.ifname, "down")
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tcpdump-ns.pcap")
+    t0 = time.monotonic()
+    r = a.run(*_CLI, "replay", "-i", f"packet:{a.ifname}", data, check=False, env=_ENV)
+    took = time.monotonic() - t0
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert f"efvi replay: {a.ifname} has no carrier (peer down)" in r.stderr, r.stderr
+    assert "Successful packets:        0" in r.stdout, r.stdout
+    assert took < 30  # the capture spans 39 s: it stopped early, not at the end

@@ -212,18 +212,21 @@ def replay(url: str, files: Sequence[str], *, pacing: Pacing | None = None, loop
         st.mode = pacing.mode
         why = snd.run(producer(snd, sched, files, preload=preload), timed=pacing.timed,
                       stop=stop, wall_limit_ns=duration_ns, on_second=on_second)
-        lost, lost_bytes = snd.drain(snd.stall_ns // 5 if why == "stall" else None)
+        lost, lost_bytes = snd.drain(snd.stall_ns // 5 if why in ("stall", "link") else None)
         if lost:
             st.successful -= lost
             st.bytes_sent -= lost_bytes
             st.fail("unsent", lost)
             why = why or "stall"
         snd.finish()
+        if why == "link":
+            why = snd.link_error
         if why is not None and why != "stop":
             if why == "stall":
                 kick = st.vi_stats.get("tx_kick_errors", 0)
                 state = snd.link_state()
-                what = (f"{snd.device} went down" if state in ("down", "lowerlayerdown")
+                what = (f"{snd.device} went down ({state})"
+                        if state in ("down", "gone", "no-carrier")
                         else f"{snd.device}: no TX completions for {snd.stall_ns / 1e9:.1f} s")
                 why = (f"{what} ({kick} send errors); stopped — check `ip link show "
                        f"{snd.device}`")

@@ -28,7 +28,8 @@ from efvi.apps.replay_rewrite import fix_checksums
 from efvi.apps.replay_schedule import Chunk
 from efvi.apps.replay_stats import I64, ReplayStats
 from efvi.constants import PKT_BUF_SIZE
-from efvi.errors import FormatError
+from efvi.apps._link import link_lost
+from efvi.errors import EfviError, FormatError
 from efvi.filters import parse_mac
 
 __all__ = ["MAX_SLEEP_NS", "SPIN_NS", "ReplaySender"]
@@ -96,6 +97,8 @@ class ReplaySender:
         self.smac = parse_mac(smac) if smac else None
         self.fixcsum = fixcsum
         self.stall_ns = stall_ns
+        #: why :meth:`run` returned ``"link"`` (the interface gone, down, no carrier)
+        self.link_error = ""
         self.driver = Driver.open(url)
         try:
             self.pd = ProtectionDomain(self.driver)
@@ -283,10 +286,17 @@ class ReplaySender:
             if self._started:
                 if next_tick == 0:
                     next_tick = self._t0 + 1_000_000_000
-                if on_second is not None and now >= next_tick:
+                if now >= next_tick:
                     next_tick += 1_000_000_000
                     st.elapsed_ns = now - self._t0
-                    on_second(st)
+                    # the link, once a second (control path): frames it cannot carry
+                    # fail at once on packet, or vanish on xdp — stop either way
+                    self.link_error = link_lost(self.driver, carrier=True)
+                    if self.link_error:
+                        self._abandon(None)
+                        return "link"
+                    if on_second is not None:
+                        on_second(st)
                 if wall_limit_ns and now - self._t0 >= wall_limit_ns:
                     self._abandon(None, count=False)
                     return None
@@ -391,11 +401,11 @@ class ReplaySender:
         return 0, 0
 
     def link_state(self) -> str:
-        """The interface's operstate (``up``, ``down``, ...) or "" when unknown."""
+        """``up`` | ``no-carrier`` | ``down`` | ``gone`` (:meth:`efvi.Driver.link_state`),
+        or "" when it cannot be read."""
         try:
-            with open(f"/sys/class/net/{self.device}/operstate") as f:
-                return f.read().strip()
-        except OSError:
+            return self.driver.link_state()
+        except (OSError, EfviError):
             return ""
 
     def finish(self) -> ReplayStats:

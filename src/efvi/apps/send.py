@@ -210,6 +210,11 @@ class Sender:
             why = (st.error or link_lost(self.driver, carrier=True)
                    or "the link was down when they were sent")
             st.error = f"{st.not_sent} frames not sent: {why}"
+        elif not st.error and st.tx_packets:
+            # adapters whose kernel completes frames it drops (xdp): the link now
+            why = link_lost(self.driver, carrier=True)
+            if why:
+                st.error = f"{st.tx_packets} frames handed to the kernel may be lost: {why}"
         return st
 
     def _run_per_packet(self, count: int, sleep_us: int,
