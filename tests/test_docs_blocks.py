@@ -49,6 +49,10 @@ SKIP: dict[tuple[str, str], str] = {
         "needs three namespaces A - F - C (tests/test_forward_integration.py runs it)",
     ("README.md", "efvi rss xdp:"):
         "needs a 4-queue veth and 16 kernel-socket flows (tests/test_rss.py runs it)",
+    ("docs/design.md", "efvi sink packet:h3c sniff"):
+        "needs the interface deleted while it runs (tests/test_hardening_link.py does it)",
+    ("docs/design.md", "efvi send packet:h3a 198.18.97.2"):
+        "needs a veth pair with its peer down (tests/test_hardening_link.py runs it)",
 }
 
 NETNS_CMD = re.compile(r"\bip (?:netns exec|-n)\b|\befvi lab\b")
