@@ -140,3 +140,25 @@ def test_ping_flood_answers_stay_within_the_rate(pair6: netns.VethPair) -> None:
     assert 0.95 * sent <= c["icmp_echo"] + c["icmp_rate_drops"] <= sent, (c, flood.stdout)
     assert got <= c["icmp_echo"] <= 50 * flood_s + 50 + 1, (c, flood_s)
     assert c["icmp_rate_drops"] > 0
+
+
+def test_arp_conflict_is_reported(pair6: netns.VethPair) -> None:
+    """A peer claiming the station's address (arping's unsolicited ARP with the
+    station's address as its source, from another MAC) is reported: the conflict
+    names the address and the claimant, exit 1."""
+    a, b = pair6.a, pair6.b
+    st = _station(a, "--ip", f"{STATION}/24", "--duration", "30", "--json")
+    try:
+        _wait_header(st)
+        # "who-has STATION tell STATION" from the peer's MAC (arping -S: source IP);
+        # the station answers nobody (it would answer itself) — only the claim counts
+        b.run("arping", "-U", "-S", STATION, "-c", "2", "-W", "0.1", "-I", b.ifname, STATION,
+              check=False)
+        time.sleep(0.5)
+    finally:
+        st.send_signal(signal.SIGTERM)
+        out, err = st.communicate(timeout=20)
+    assert st.returncode == 1, err.decode()  # a conflict is a runtime problem
+    res = json.loads(out)
+    assert res["counters"]["arp_conflicts"] >= 1, res
+    assert {"address": STATION, "mac": b.mac} in res["conflicts"], res
