@@ -21,7 +21,9 @@ charged the CPU its process used while the traffic flowed: utime + stime of
 ``/proc/PID/task/*/schedstat``, sampled just before the generator starts and just after it
 ends, divided by the packets the receiver counted. Rows are run in alternation
 (``--repeat`` rounds, paired runs) and the table gives medians and each row's ratio to
-its C anchor. The kernel's own receive work (veth delivers in softirq on the sender's
+its C anchor. ``efvi sink`` runs with its default latency budget (frames may wait up to
+50 ms: ``--latency-ms``) and, on xdp, once more with ``--latency-ms 0`` (a wake-up per
+``poll()`` that finds frames, as the C receivers do). The kernel's own receive work (veth delivers in softirq on the sender's
 CPU) is charged to no receiver.
 
 Adding a receiver is one entry in :data:`RECEIVERS` (name, requirement, code). The
@@ -357,9 +359,10 @@ class RateReceiver:
     why: str = ""
 
 
-def _efvi_sink(url: str, sniff: bool = False) -> Callable[[netns.Side], list[str]]:
+def _efvi_sink(url: str, sniff: bool = False,
+               *flags: str) -> Callable[[netns.Side], list[str]]:
     spec = f"udp:{{ip}}:{PORT}" + (",sniff" if sniff else "")
-    return lambda side: [sys.executable, "-m", "efvi.cli.main", "sink", "--json",
+    return lambda side: [sys.executable, "-m", "efvi.cli.main", "sink", "--json", *flags,
                          url.replace("{IF}", side.ifname), spec.format(ip=side.ip)]
 
 
@@ -376,6 +379,12 @@ def rate_receivers(xdp_mode: str) -> list[RateReceiver]:
                              lambda side: [xs, side.ifname, xdp_mode] if xs else None, why_xs))
     rows.append(RateReceiver("efvi sink xdp:" + xm, "C AF_XDP poll() (afxdp_rx.c)" + xm,
                              _efvi_sink(f"xdp:{{IF}}?mode={xdp_mode}")))
+    # the same without a latency budget: one wake-up per poll() that finds frames, as
+    # the C receiver does (efvi sink's default lets frames wait up to 50 ms)
+    rows.append(RateReceiver("efvi sink --latency-ms 0 xdp:" + xm,
+                             "C AF_XDP poll() (afxdp_rx.c)" + xm,
+                             _efvi_sink(f"xdp:{{IF}}?mode={xdp_mode}", False,
+                                        "--latency-ms", "0")))
     if shutil.which("tcpdump"):
         rows.append(RateReceiver("tcpdump -w /dev/null", "C TPACKET_V3 (tpv3_rx.c)",
                                  lambda side: ["tcpdump", "-i", side.ifname, "-w", "/dev/null",

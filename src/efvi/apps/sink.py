@@ -44,6 +44,7 @@ from efvi.filters import FilterKind
 _RX = int(EventType.RX)
 _DISCARD = int(EventType.RX_DISCARD)
 _CONT = 0x2
+_NOT_WHOLE_RX = 0xFFFF | (_CONT << 16)  # a type, a subtype or CONT in the first word
 
 
 @dataclass
@@ -209,14 +210,18 @@ class Sink:
         Events after the ``limit``-th packet are harvested (buffers re-posted) and their
         packets added to ``rx_after_limit`` only.
         """
-        t = b.type
-        if limit is None and on_packet is None and not t.any() \
-                and not (b.flags & _CONT).any():  # all whole good frames: count, repost
+        # type | subtype << 8 | flags << 16 of each record as one u32 word: all zero but
+        # SOP/MULTICAST/OUTGOING/HW_TS means every event is a whole good frame
+        recs = b.records
+        if limit is None and on_packet is None and recs.flags.c_contiguous \
+                and not (recs.view(np.uint32)[::6] & _NOT_WHOLE_RX).any():
+            # all whole good frames: count, repost
             ids32 = b.rq_id
             st.rx_packets += ids32.shape[0]
             st.rx_bytes += int(b.len.sum())
             self.vi.receive_post_batch(self.addrs[ids32], ids32)
             return
+        t = b.type
         rxish = (t == _RX) | (t == _DISCARD)
         if not rxish.any():
             return

@@ -177,7 +177,7 @@ class RxPath(PacketVIBase):
                 if take <= 0:
                     self._bpos = pos
                     return
-                part = fr.part(pos, pos + take)
+                part = fr if pos == 0 and take == k else fr.part(pos, pos + take)
                 done = self._take_stride(part, take) if fr.stride else 0
                 if done == 0:
                     done = self._take_fast(part, take)
