@@ -23,8 +23,8 @@ ends, divided by the packets the receiver counted. Rows are run in alternation
 (``--repeat`` rounds, paired runs) and the table gives medians and each row's ratio to
 its C anchor. ``efvi sink`` runs with its default latency budget (frames may wait up to
 50 ms: ``--latency-ms``) and, on xdp, once more with ``--latency-ms 0`` (a wake-up per
-``poll()`` that finds frames, as the C receivers do). The kernel's own receive work (veth delivers in softirq on the sender's
-CPU) is charged to no receiver.
+``poll()`` that finds frames, as the C receivers do). The kernel's own receive work
+(veth delivers in softirq on the sender's CPU) is charged to no receiver.
 
 Adding a receiver is one entry in :data:`RECEIVERS` (name, requirement, code). The
 code is a Python snippet run with ``IF``, ``IP``, ``PORT``, ``DRAIN`` defined; it
