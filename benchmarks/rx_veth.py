@@ -372,6 +372,13 @@ def rate_receivers(xdp_mode: str) -> list[RateReceiver]:
     xs, why_xs = build_c("afxdp_rx")
     rows.append(RateReceiver("C TPACKET_V3 (tpv3_rx.c)", "",
                              lambda side: [tp, side.ifname, str(PORT)] if tp else None, why_tp))
+    # the same C loop doing what ef_vi's model asks (copy into posted buffers, one
+    # event per frame, a sink's counting and re-posting): the floor of any receiver
+    # that keeps the model, against the anchor that only walks the headers
+    rows.append(RateReceiver("C TPACKET_V3 + ef_vi model (tpv3_rx.c model)",
+                             "C TPACKET_V3 (tpv3_rx.c)",
+                             lambda side: [tp, side.ifname, str(PORT), "model"] if tp else None,
+                             why_tp))
     rows.append(RateReceiver("efvi sink packet:", "C TPACKET_V3 (tpv3_rx.c)",
                              _efvi_sink("packet:{IF}", sniff=True)))
     xm = f" (XDP {xdp_mode} mode)"
