@@ -39,11 +39,17 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from tx_veth import _drop_program, _peer_rx
+from tx_veth import _drop_program
 
 from efvi.pcap import PcapWriter, open_capture
 from efvi.testing import netns
 from efvi.wire.build import udp_frame
+
+
+def _peer_rx(side: netns.Side) -> int:
+    """The peer's kernel rx_packets (tx_veth no longer exports its copy)."""
+    out = side.run("ip", "-j", "-s", "link", "show", "dev", side.ifname).stdout
+    return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
 
 NCPU = os.cpu_count() or 1
 CPU = str(NCPU - 1)

@@ -168,6 +168,33 @@ def synopses(b: Block) -> list[tuple[int, list[str], list[str]]]:
     return out
 
 
+INLINE = re.compile(r"`([^`]+)`")
+INDENTED = re.compile(r"^    ((?:sudo )?(?:efvi|python3?) .*)$", re.M)
+
+
+def prose_commands(path: Path) -> list[tuple[int, str]]:
+    """``(line, text)`` of the commands written in prose, outside fenced blocks: inline
+    code spans (which may wrap onto the next line) and 4-space indented lines that
+    start with ``efvi``, ``python`` or ``sudo python3``."""
+    lines = path.read_text().splitlines()
+    keep: list[str] = []
+    fenced = False
+    for ln in lines:
+        if FENCE.match(ln) or (fenced and ln.strip().startswith("```")):
+            fenced = not fenced
+            keep.append("")
+            continue
+        keep.append("" if fenced else ln)
+    text = "\n".join(keep)
+    out = [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in INDENTED.finditer(text)]
+    joined = text.replace("\n", " ")  # same offsets: a span may wrap
+    for m in INLINE.finditer(joined):
+        span = " ".join(m.group(1).split())
+        if re.match(r"(?:sudo )?(?:efvi|python3?) ", span):
+            out.append((text.count("\n", 0, m.start()) + 1, span))
+    return out
+
+
 # ---- running -------------------------------------------------------------------------
 def scratch(tmp: Path) -> dict[str, str]:
     """Make ``tmp`` a working directory for doc commands; the environment to use."""

@@ -136,6 +136,66 @@ def test_synopses_name_only_real_flags() -> None:
     assert not bad, "\n".join(bad)
 
 
+def _efvi_words(text: str) -> list[str] | None:
+    """The command words of an ``efvi ...`` line (``["pcap", "info"]``), None when the
+    second word is not an efvi command (prose such as ``efvi replay: IF went down``)."""
+    from efvi.cli.main import COMMANDS
+
+    words = text.split()
+    if len(words) < 2 or words[0] != "efvi" or words[1] not in COMMANDS:
+        return None
+    out = [words[1]]
+    for w in words[2:]:
+        if not re.fullmatch(r"[a-z]+", w):
+            break
+        out.append(w)
+    return out
+
+
+_BENCH_HELP: dict[str, str] = {}
+
+
+def _bench_flags(script: str) -> str:
+    """``python benchmarks/X.py --help``'s options section."""
+    if script not in _BENCH_HELP:
+        res = subprocess.run([sys.executable, str(d.ROOT / script), "--help"],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PYTHONPATH": str(d.ROOT / "src")})
+        assert res.returncode == 0, (script, res.stderr[-500:])
+        _BENCH_HELP[script] = res.stdout.split("options:", 1)[-1]
+    return _BENCH_HELP[script]
+
+
+def test_commands_in_prose_name_only_real_flags() -> None:
+    """Inline `efvi ...` / `python benchmarks/...` spans and indented synopses: every
+    flag exists (they are not run: they hold placeholders, or are long benchmarks)."""
+    bad = []
+    n_efvi = n_bench = 0
+    for f in DOCS:
+        for line, text in d.prose_commands(f):
+            where = f"{f.relative_to(d.ROOT)}:{line}"
+            flags = d.FLAG.findall(text.split(" ", 2)[-1] if text.startswith("efvi") else text)
+            words = _efvi_words(text)
+            if words is not None:
+                n_efvi += 1
+                have = _flags(words)
+                flags = d.FLAG.findall(" ".join(text.split()[1 + len(words):]))
+                bad += [f"{where}: efvi {' '.join(words)} has no {fl}" for fl in flags
+                        if fl not in have]
+                continue
+            m = re.match(r"(?:sudo )?python3? (benchmarks/\w+\.py)(.*)", text)
+            if m:
+                n_bench += 1
+                if not (d.ROOT / m.group(1)).exists():
+                    bad.append(f"{where}: no {m.group(1)}")
+                    continue
+                opts = _bench_flags(m.group(1))
+                bad += [f"{where}: {m.group(1)} has no {fl}" for fl in d.FLAG.findall(m.group(2))
+                        if not re.search(rf"(?<![\w-]){re.escape(fl)}(?![\w-])", opts)]
+    assert n_efvi >= 10 and n_bench >= 5, (n_efvi, n_bench)
+    assert not bad, "\n".join(bad)
+
+
 # ---- running ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lab_name() -> Iterator[str]:
