@@ -10,6 +10,7 @@ import struct
 
 from efvi.constants import PIO_ALIGN
 from efvi.errors import SetupError
+from efvi.wire.address import multicast_mac
 from efvi.wire.checksum import ones_sum
 
 __all__ = ["HDR", "IP4", "PIO_SLOT", "U16", "UDP", "TxTemplate", "check_port", "ip_int",
@@ -39,11 +40,6 @@ def check_port(port: object, what: str) -> int:
         raise SetupError(f"{what} {port!r} is not a UDP port", errno=errno.EINVAL,
                          hint="ports are integers 1..65535")
     return port
-
-
-def multicast_mac(group: int) -> bytes:
-    """The Ethernet address of IPv4 group ``group`` (RFC 1112: 01:00:5e + low 23 bits)."""
-    return bytes((0x01, 0x00, 0x5E, (group >> 16) & 0x7F, (group >> 8) & 0xFF, group & 0xFF))
 
 
 class TxTemplate:
