@@ -85,13 +85,9 @@ class SimVI(HwVI):
         if self.on_event is not None:
             self.on_event()
 
-    def harvest(self, out: EventArray, max_events: int) -> int:
-        """Copy up to ``max_events`` queued events out (cost: one or two slice copies).
-
-        First the NIC runs the TX doorbells rung since the last poll (any VI's), and on
-        a port joined to another process (``wire=@NAME``) pulls the frames waiting on
-        the wire through the port.
-        """
+    def _run_nic(self) -> None:
+        """What the NIC does before a harvest: the TX doorbells rung since the last poll
+        (any VI's), the frames waiting on a joined wire, the capture feed when idle."""
         fab = self.port.fabric
         if fab.pending:
             fab.flush()
@@ -99,6 +95,15 @@ class SimVI(HwVI):
             self.port.pump()
         if self.port.feed is not None and self._ev_tail == self._ev_head:
             self.port.feed.pump()
+
+    def harvest(self, out: EventArray, max_events: int) -> int:
+        """Copy up to ``max_events`` queued events out (cost: one or two slice copies).
+
+        First the NIC runs the TX doorbells rung since the last poll (any VI's), and on
+        a port joined to another process (``wire=@NAME``) pulls the frames waiting on
+        the wire through the port.
+        """
+        self._run_nic()
         k = min(max_events, self._ev_tail - self._ev_head, out.shape[0])
         if k <= 0:
             return 0
@@ -120,13 +125,7 @@ class SimVI(HwVI):
         """:meth:`harvest` as :class:`Event` tuples unpacked straight from the event
         ring (one ``struct`` record each; no numpy), with the RX descriptors they
         consumed (see :meth:`HwVI.harvest_events`)."""
-        fab = self.port.fabric
-        if fab.pending:
-            fab.flush()
-        if self.port.remote is not None:
-            self.port.pump()
-        if self.port.feed is not None and self._ev_tail == self._ev_head:
-            self.port.feed.pump()
+        self._run_nic()
         h = self._ev_head
         k = min(max_events, self._ev_tail - h)
         if k <= 0:
