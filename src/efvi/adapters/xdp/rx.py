@@ -88,9 +88,16 @@ class RxPath(XdpVIBase):
             f.desc[a:a + k] = addrs
         else:
             f.desc[(p + np.arange(k, dtype=np.int64)) & f.mask] = addrs
-        p = (p + k) & M32
-        f.prod[0] = p
-        self._fill_prod[q] = p
+        self._fill_publish(q, s, p + k, k)
+
+    def _fill_publish(self, q: int, s: XskSocket, prod: int, k: int) -> None:
+        """Make ``k`` descriptors written up to ``prod`` visible on queue ``q``'s FILL
+        ring: one producer store, the queue's count, a kick if the kernel asks for one."""
+        f = s.fill
+        assert f is not None
+        prod &= M32
+        f.prod[0] = prod
+        self._fill_prod[q] = prod
         self._q_out[q] += k
         if f.flags[0] & XDP_RING_NEED_WAKEUP:
             s.kick_rx()
@@ -106,12 +113,7 @@ class RxPath(XdpVIBase):
         self._rx_id_mv[addr >> 11] = rq_id
         p = self._fill_prod[q]
         f.desc_q[p & f.mask] = addr
-        p = (p + 1) & M32
-        f.prod[0] = p
-        self._fill_prod[q] = p
-        self._q_out[q] += 1
-        if f.flags[0] & XDP_RING_NEED_WAKEUP:
-            s.kick_rx()
+        self._fill_publish(q, s, p + 1, 1)
 
     def rx_post_list(self, addrs: list[int], ids: list[int]) -> None:
         """A few buffers to the FILL ring from plain ints: one descriptor store each,
@@ -128,12 +130,7 @@ class RxPath(XdpVIBase):
             idmv[a >> 11] = i
             dq[p & fm] = a
             p += 1
-        self._q_out[q] += p - p0
-        p &= M32
-        f.prod[0] = p
-        self._fill_prod[q] = p
-        if f.flags[0] & XDP_RING_NEED_WAKEUP:
-            s.kick_rx()
+        self._fill_publish(q, s, p, p - p0)
 
     def harvest_events(self, max_events: int) -> tuple[list[Event], int] | None:
         """Up to ``max_events`` whole-frame RX events of a one-queue VI as
